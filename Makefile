@@ -1,0 +1,42 @@
+# minituner: the two commands a fresh clone needs are `make status` and `make check`.
+# Both create .venv first when it is missing (pinned CPU PyTorch, see requirements.txt).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+LAB    ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv status test check stubs grade clean-venv
+
+help:
+	@echo "make status          where you are, and what to do next (sets up .venv first)"
+	@echo "make test LAB=lab00  run one lab's tests against your code"
+	@echo "make check           every self-check of the course (maintainers, CI)"
+	@echo "make stubs           regenerate src/minituner stubs from solutions/ (FORCE=1 to overwrite edits)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "minituner needs Python >= 3.11; set PYTHON=python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+status: $(STAMP)
+	@$(PY) -m labkit status
+
+test: $(STAMP)
+	@test -n "$(LAB)" || { echo "usage: make test LAB=lab00   (labs: make status)"; exit 2; }
+	$(PY) -m pytest -m $(LAB)
+
+stubs: $(STAMP)
+	$(PY) -m labkit stubs $(if $(FORCE),--force,)
+
+check: $(STAMP)
+	$(PY) -m labkit check
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""labkit: the machinery of the minituner course (manifest, overlay, stubs, status, grading)."""
