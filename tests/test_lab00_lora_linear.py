@@ -85,11 +85,19 @@ def expected64(base: nn.Linear, A: Tensor, B: Tensor, x: Tensor, scaling: float)
     return base64(base, x) + scaling * branch64(A, B, x)
 
 
-def measured_scale(out: Tensor, base: nn.Linear, A: Tensor, B: Tensor, x: Tensor) -> float:
-    """The factor the layer applied to ``B (A x)``, by least squares on its output."""
+def fit_scale(
+    out: Tensor, base: nn.Linear, A: Tensor, B: Tensor, x: Tensor
+) -> tuple[float, float]:
+    """Fit ``out = base(x) + s * B (A x)`` by least squares: return ``s`` and the max residual."""
     delta = out.detach().double() - base64(base, x)
     unscaled = branch64(A, B, x)
-    return float((delta * unscaled).sum() / (unscaled * unscaled).sum())
+    s = float((delta * unscaled).sum() / (unscaled * unscaled).sum())
+    return s, (delta - s * unscaled).abs().max().item()
+
+
+def measured_scale(out: Tensor, base: nn.Linear, A: Tensor, B: Tensor, x: Tensor) -> float:
+    """The factor the layer applied to ``B (A x)``, by least squares on its output."""
+    return fit_scale(out, base, A, B, x)[0]
 
 
 def scale_hint(measured: float, r: int, alpha: float) -> str:
@@ -115,6 +123,20 @@ def scale_hint(measured: float, r: int, alpha: float) -> str:
 
 def trainable_names(module: nn.Module) -> list[str]:
     return sorted(name for name, p in module.named_parameters() if p.requires_grad)
+
+
+def trainable_hint(names: list[str]) -> str:
+    """What to fix when the trainable parameters are not exactly the two factors."""
+    hints = []
+    for factor_name in ("lora_A", "lora_B"):
+        if not any(n == factor_name or n.endswith("." + factor_name) for n in names):
+            hints.append(
+                f"{factor_name} is missing: it must be an nn.Parameter assigned to self.{factor_name} "
+                f"(a plain tensor or a buffer is not a parameter and never trains)."
+            )
+    if any("lora_" not in n for n in names):
+        hints.append(FREEZE_HOW)
+    return " ".join(hints)
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
@@ -465,9 +487,15 @@ def test_defaults_are_rank_8_and_scaling_2(lora: ModuleType) -> None:
         f"{STEP_A}: r must default to 8: LoRALinear(base) must have r = 8 and lora_A of shape "
         f"(8, {in_f}); got r = {getattr(layer, 'r', None)!r} and lora_A {tuple(A.shape)}."
     )
-    assert getattr(layer, "scaling", None) == pytest.approx(2.0), (
-        f"{STEP_A}: LoRALinear(base).scaling must be 16.0 / 8 = 2.0; got "
-        f"{getattr(layer, 'scaling', None)!r}. alpha must default to 16.0, not to r."
+    scaling = getattr(layer, "scaling", None)
+    if scaling == 1.0:
+        hint = "alpha must default to 16.0, not to r."
+    elif scaling == 16.0:
+        hint = "the update is r times too large: did you scale by alpha instead of alpha / r?"
+    else:
+        hint = "set self.scaling = alpha / r, with alpha = 16.0 and r = 8 by default."
+    assert scaling == pytest.approx(2.0), (
+        f"{STEP_A}: LoRALinear(base).scaling must be 16.0 / 8 = 2.0; got {scaling!r}: {hint}"
     )
     A, B = known_factors(8, in_f, out_f)
     set_factors(layer, A, B)
@@ -530,7 +558,7 @@ def test_exactly_the_two_factors_are_trainable(lora: ModuleType) -> None:
     names = trainable_names(layer)
     assert names == ["lora_A", "lora_B"], (
         f"{STEP_A}: exactly two parameters must require grad, lora_A and lora_B; found {names}. "
-        f"{FREEZE_HOW} A factor that is not an nn.Parameter does not train."
+        f"{trainable_hint(names)}"
     )
     count = sum(p.numel() for p in layer.parameters() if p.requires_grad)
     assert count == r * (in_f + out_f), (
@@ -557,6 +585,11 @@ def test_freeze_survives_module_calls(
 ) -> None:
     layer = lora.LoRALinear(nn.Linear(6, 5), r=2)
     call = request.node.callspec.id
+    before = trainable_names(layer)
+    assert before == ["lora_A", "lora_B"], (
+        f"{STEP_A}: right after LoRALinear(base) the trainable parameters must be exactly lora_A "
+        f"and lora_B (before any layer.{call}); found {before}. {trainable_hint(before)}"
+    )
     result = op(layer)
     layer = result if isinstance(result, nn.Module) else layer
     names = trainable_names(layer)
@@ -567,7 +600,6 @@ def test_freeze_survives_module_calls(
         f"or switch requires_grad back on anywhere else."
     )
     dtype = layer.base.weight.dtype
-    layer.train()
     layer(torch.randn(3, 6, dtype=dtype)).sum().backward()
     for name, p in layer.base.named_parameters():
         assert p.grad is None, (
@@ -582,7 +614,12 @@ def test_freeze_base_false_leaves_the_base_trainable(lora: ModuleType) -> None:
     names = trainable_names(layer)
     assert names == ["base.bias", "base.weight", "lora_A", "lora_B"], (
         f"{STEP_A}: with freeze_base=False the base must stay trainable next to the factors; the "
-        f"trainable parameters are {names}. Freeze the base only when freeze_base is True."
+        f"trainable parameters are {names}. "
+        + (
+            "Freeze the base only when freeze_base is True."
+            if "base.weight" not in names
+            else trainable_hint(names).replace(FREEZE_HOW, "").strip()
+        )
     )
     layer(torch.randn(3, 6)).sum().backward()
     assert base.weight.grad is not None and base.bias.grad is not None, (
@@ -601,8 +638,14 @@ def test_training_step_changes_only_the_factors(lora: ModuleType) -> None:
     names = trainable_names(model)
     assert names == ["0.lora_A", "0.lora_B", "2.lora_A", "2.lora_B"], (
         f"{STEP_A}: an optimizer over the parameters of a model that require grad must get only "
-        f"the LoRA factors; it gets {names}. The base must be frozen on its parameters "
-        f"(requires_grad_(False)), not by torch.no_grad() or .detach() in forward. {FREEZE_HOW}"
+        f"the LoRA factors; it gets {names}. "
+        + (
+            "The base must be frozen on its parameters (requires_grad_(False)), not by "
+            "torch.no_grad() or .detach() in forward. "
+            if any("base" in n for n in names)
+            else ""
+        )
+        + trainable_hint(names)
     )
     trainable = [p for p in model.parameters() if p.requires_grad]
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "base" in n}
@@ -665,15 +708,17 @@ def test_dropout_drops_branch_inputs_and_rescales_the_kept_ones(lora: ModuleType
     x[torch.arange(rows), torch.arange(rows) % in_f] = 1.0 + torch.rand(rows)
     with torch.no_grad():
         delta = layer(x).double() - base64(base, x)  # (rows, out)
-    kept = branch64(A, B, x) / (1.0 - p)
+    branch = branch64(A, B, x)  # (rows, out), unscaled
+    # Each row's update should be c * branch for c = 0 (dropped) or c = scaling / (1 - p) (kept).
+    c = (delta * branch).sum(dim=1) / (branch * branch).sum(dim=1)
+    residual = (delta - c[:, None] * branch).abs().amax(dim=1)
     is_dropped = delta.abs().amax(dim=1) < TOL
-    is_kept = (delta - kept).abs().amax(dim=1) < TOL
-    neither = (~is_dropped & ~is_kept).nonzero().flatten().tolist()
-    assert not neither, (
+    odd = ((residual >= TOL) & ~is_dropped).nonzero().flatten().tolist()
+    assert not odd, (
         f"{STEP_C}: with dropout={p}, for an input row with a single non-zero feature the "
         f"branch must add either 0 (that feature dropped) or scaling * B(A x) / (1 - p) (kept, "
-        f"rescaled as nn.Dropout does); {len(neither)} of {rows} rows gave neither (first: row "
-        f"{neither[0]}). Apply dropout to the branch input x before lora_A (nn.Dropout(p) or "
+        f"rescaled as nn.Dropout does); {len(odd)} of {rows} rows gave neither (first: row "
+        f"{odd[0]}). Apply dropout to the branch input x before lora_A (nn.Dropout(p) or "
         f"F.dropout(x, p, training=self.training)), never on the base path nor on the branch output."
     )
     rate = is_dropped.double().mean().item()
@@ -682,6 +727,21 @@ def test_dropout_drops_branch_inputs_and_rescales_the_kept_ones(lora: ModuleType
         f"dropped; {rate:.1%} of {rows} were. The dropout argument is the probability of "
         f"dropping (nn.Dropout(p=dropout)), and it must be active in train mode."
     )
+    want = 1.0 / (1.0 - p)  # scaling is 1 here
+    kept_c = c[~is_dropped]
+    if kept_c.numel() and not torch.allclose(kept_c, torch.full_like(kept_c, want), rtol=1e-4):
+        got = kept_c.median().item()
+        hint = (
+            "the kept inputs are not rescaled: divide them by 1 - p, as nn.Dropout and F.dropout do."
+            if math.isclose(got, 1.0, rel_tol=1e-3)
+            else f"the update itself is scaled by {got * (1 - p):.4g} instead of alpha / r = 1: "
+            f"{scale_hint(got * (1 - p), r, 3.0)}"
+        )
+        pytest.fail(
+            f"{STEP_C}: with dropout={p} and alpha / r = 1 the kept rows must add "
+            f"B(A x) / (1 - p) = {want:.4g} * B(A x); they add {got:.4g} * B(A x): {hint}",
+            pytrace=False,
+        )
 
 
 def test_dropout_is_active_in_train_mode(lora: ModuleType) -> None:
@@ -712,6 +772,13 @@ def test_dropout_is_off_in_eval_mode(lora: ModuleType, p: float) -> None:
     with torch.no_grad():
         first, second = layer(x), layer(x)
     diff = (first.double() - expected64(base, A, B, x, 8.0 / r)).abs().max().item()
+    scale, residual = fit_scale(first, base, A, B, x)
+    if torch.equal(first, second) and residual < TOL and diff >= TOL:
+        pytest.fail(
+            f"{STEP_C}: dropout is off in eval mode, as it should be, but the update is scaled by "
+            f"{scale:.4g} instead of alpha / r = {8.0 / r:g}: {scale_hint(scale, r, 8.0)}",
+            pytrace=False,
+        )
     assert diff < TOL and torch.equal(first, second), (
         f"{STEP_C}: in eval mode dropout must be off: with dropout={p} after layer.eval() the "
         f"output must equal base(x) + scaling * B(A x) within {TOL:g} (max abs diff: {diff:.3g}) "

@@ -145,8 +145,8 @@ def lab00_lora_by_hand() -> Cells:
 
             This notebook is a workbench for [Lab 00](00-lora-by-hand.md). You use it to sketch
             `LoRALinear`, to see it behave, and to build the habit of six sanity checks. It is
-            not graded: the graded code lives in `src/minituner/lora.py`, and `make test
-            LAB=lab00` grades it.
+            not graded: the graded code lives in `src/minituner/lora.py`, and
+            `make test LAB=lab00` grades it.
 
             The cells below import `LoRALinear` from `minituner.lora`, so they show **your**
             implementation. On a fresh clone that file is a stub, and the first cell that builds a
@@ -325,8 +325,8 @@ def lab00_lora_by_hand() -> Cells:
             **Scaling.** The update is multiplied by `alpha / r`. At init `B = 0` hides any
             mistake here, so the cell first sets `B` to random values, then measures the scale
             on the output: the ratio of `layer(x) - base(x)` to the unscaled branch
-            `x @ A.T @ B.T`, computed here in float64. Two `(r, alpha)` pairs tell `alpha / r`
-            apart from `alpha`, `1` or `r / alpha`.
+            `x @ A.T @ B.T`, computed here in float64. A second `(r, alpha)` pair catches a
+            scale that is right only by accident (a constant `2.0`, say).
             """
         ),
         code(
@@ -359,7 +359,8 @@ def lab00_lora_by_hand() -> Cells:
             plus a rank-4 change, `target_W = W + B_true @ A_true`. A rank-8 LoRA can represent a
             rank-4 change exactly, so the best it can do is a loss of zero, and a correct layer
             gets there: the loss falls by orders of magnitude in 300 steps of Adam, on the
-            trainable parameters only, in well under a second on a laptop CPU.
+            trainable parameters only. The cell prints how long that took; on a CPU, expect well
+            under a second.
 
             The cell takes a snapshot of the base weight **before** training, for check 3 below.
             """
@@ -419,8 +420,8 @@ def lab00_lora_by_hand() -> Cells:
             the rank cannot reach). That plateau looks exactly like a bug, a learning rate too
             small, or a scale mistake, so the run would tell you nothing. With a reachable target
             the only correct outcome is a loss near zero, and anything else is worth
-            investigating. Try it: replace `B_true @ A_true` with `torch.randn(D, D) / D` and
-            watch the loss stall.
+            investigating. Try it: replace `B_true @ A_true` with `torch.randn(D, D) / D`, and
+            watch the loss stall far above zero and the check fail.
             """
         ),
         md(
@@ -465,8 +466,11 @@ def lab00_lora_by_hand() -> Cells:
             x = torch.randn(16, D)
             with torch.no_grad():
                 diff = (fresh(x) - fresh_base(x)).abs().max().item()
-            check(diff == 0.0, f"fresh layer: max |layer(x) - base(x)| = {diff}, expected 0.0",
-                  "B must start at zero")
+            check(
+                diff == 0.0,
+                f"fresh layer: max |layer(x) - base(x)| = {diff}, expected exactly 0.0",
+                "B must start at zero",
+            )
             """
         ),
         md(

@@ -209,5 +209,6 @@ def run_checks(course: Course, only: list[str] | None = None) -> int:
                 print("       " + problem.replace("\n", "\n       "))
             failed += bool(problems)
     total = time.monotonic() - start
-    print(f"\n{len(names) - failed} passed, {failed} failed  ({total:.0f} s)")
+    print(f"\nself-checks took {total:.0f} s")
+    print(f"{len(names) - failed} passed, {failed} failed")
     return 1 if failed else 0

@@ -45,6 +45,23 @@ def _check(args: argparse.Namespace) -> int:
     return run_checks(load_course(), only=args.only)
 
 
+def _readme(args: argparse.Namespace) -> int:
+    from labkit.docs import readme_with_table
+
+    course = load_course()
+    path = course.root / "README.md"
+    text = path.read_text(encoding="utf-8")
+    new = readme_with_table(course, text)
+    if args.check:
+        if new != text:
+            print("README.md's lab table differs from course.toml: run `labkit readme`")
+            return 1
+        return 0
+    path.write_text(new, encoding="utf-8")
+    print("README.md's lab table now matches course.toml")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description="minituner's course machinery")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="every self-check of the course (make check)")
     p.add_argument("--only", action="append", default=None, metavar="NAME", help="run one check")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser("readme", help="rewrite README.md's lab table from course.toml")
+    p.add_argument("--check", action="store_true", help="only say whether it is current")
+    p.set_defaults(func=_readme)
 
     grade.add_commands(sub)
     return parser
