@@ -5,16 +5,18 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 LAB    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv status test check stubs grade clean-venv
+.PHONY: help venv dev status test check stubs grade bench clean-venv
 
 help:
 	@echo "make status          where you are, and what to do next (sets up .venv first)"
 	@echo "make test LAB=lab00  run one lab's tests against your code"
 	@echo "make check           every self-check of the course (maintainers, CI)"
 	@echo "make stubs           regenerate src/minituner stubs from solutions/ (FORCE=1 to overwrite edits)"
+	@echo "make bench           run benchmarks/ and write benchmarks/RESULTS.md (maintainers)"
 
 venv: $(STAMP)
 
@@ -24,6 +26,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Course-development dependencies (peft, for the cross-checks and benchmarks): for `check` and
+# `bench` only, never for the learner's `status` and `test`.
+dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(DEV_STAMP)
 
 status: $(STAMP)
 	@$(PY) -m labkit status
@@ -35,8 +45,11 @@ test: $(STAMP)
 stubs: $(STAMP)
 	$(PY) -m labkit stubs $(if $(FORCE),--force,)
 
-check: $(STAMP)
+check: $(STAMP) $(DEV_STAMP)
 	$(PY) -m labkit check
+
+bench: $(STAMP) $(DEV_STAMP)
+	$(PY) benchmarks/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)

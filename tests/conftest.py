@@ -14,6 +14,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from torch import nn
 
 SEED = 0
 
@@ -27,17 +28,83 @@ def import_lab_module(module: str, path: str, lab: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except (Exception, SystemExit) as exc:  # a syntax error, a bad import, an exit at import
-        pytest.fail(
-            f"could not import {module} ({path}): {type(exc).__name__}: {exc}. "
-            f"Fix that error first: every {lab} test needs it.",
-            pytrace=False,
-        )
+        error = f"{type(exc).__name__}: {exc}"
+    # Failing outside the except block keeps the import's own traceback out of the report.
+    pytest.fail(
+        f"could not import {module} ({path}): {error}. "
+        f"Fix that error first: every {lab} test needs it.",
+        pytrace=False,
+    )
 
 
 @pytest.fixture
 def lora() -> ModuleType:
     """The module ``minituner.lora`` under test (lab00 onwards)."""
     return import_lab_module("minituner.lora", "src/minituner/lora.py", "lab00")
+
+
+@pytest.fixture
+def counting() -> ModuleType:
+    """The module ``minituner.counting`` under test (lab01)."""
+    return import_lab_module("minituner.counting", "src/minituner/counting.py", "lab01")
+
+
+@pytest.fixture
+def minigpt() -> ModuleType:
+    """The given module ``minituner.minigpt`` (never a learner's file)."""
+    return import_lab_module("minituner.minigpt", "src/minituner/minigpt.py", "lab01 and lab02")
+
+
+LAB00_FIRST = "this test uses your LoRALinear from lab00: pass lab00 first"
+
+
+def lora_linear_problem(lora: ModuleType) -> str | None:
+    """What is wrong with ``lora.LoRALinear`` as later labs use it; None when it works.
+
+    A quick check, not lab00's tests: it builds one layer, and checks that only the factors
+    train, that it starts at the base exactly and that the branch adds ``scaling * B (A x)``.
+    Any exception is reported as its type and message, so a stub's NotImplementedError (which
+    names the lab00 step to do) shows through.
+    """
+    # fork_rng: this check must not shift the random numbers the test draws after it.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            base = nn.Linear(5, 3)
+            layer = lora.LoRALinear(base, r=2, alpha=4.0)
+            x = torch.randn(4, 5)
+            with torch.no_grad():
+                at_init = (layer(x) - base(x)).abs().max().item()
+            trainable = sorted(n for n, p in layer.named_parameters() if p.requires_grad)
+            if trainable != ["lora_A", "lora_B"]:
+                return (
+                    f"LoRALinear(nn.Linear(5, 3), r=2) trains {trainable}; expected only "
+                    f"['lora_A', 'lora_B']"
+                )
+            if at_init != 0.0:
+                return f"a fresh LoRALinear differs from its base by {at_init:.3g}; expected 0.0"
+            with torch.no_grad():
+                layer.lora_B.copy_(torch.randn(3, 2))
+                got = layer.eval()(x).double()
+                want = base(x).double() + 2.0 * (x.double() @ layer.lora_A.double().T) @ (
+                    layer.lora_B.double().T
+                )
+            if (got - want).abs().max().item() > 1e-5:
+                return "with B non-zero, LoRALinear(base, r=2, alpha=4.0)(x) is not base(x) + 2 * B(A x)"
+        except Exception as exc:  # a stub, or a broken layer
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture
+def lora_after_lab00(lora: ModuleType) -> ModuleType:
+    """``minituner.lora`` for the labs that build on LoRALinear (lab02 onwards).
+
+    Fails the test at once, saying to pass lab00 first, when LoRALinear does not work yet.
+    """
+    problem = lora_linear_problem(lora)
+    if problem is not None:
+        pytest.fail(f"{LAB00_FIRST} ({problem})", pytrace=False)
+    return lora
 
 
 @pytest.fixture(autouse=True)

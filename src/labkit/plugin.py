@@ -6,6 +6,8 @@ course, whatever its arguments, chooses the code under test in the same way.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -33,17 +35,37 @@ class Outcome:
     message: str = ""
 
 
+def sign(key: bytes, line: str) -> str:
+    """The MAC the grader checks on each report line (see labkit.sandbox)."""
+    return hmac.new(key, line.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 @dataclass
 class Tally:
-    """What this session observed: every collected test and how it ended."""
+    """What this session observed: every collected test and how it ended.
+
+    Each event becomes one JSON line on ``report`` with a sequence number. When the grader hands
+    the session a key (``--labkit-key-fd``), each line is prefixed with its MAC, so lines the code
+    under test writes to the same pipe are told apart from the plugin's own.
+    """
 
     tests: dict[str, Outcome] = field(default_factory=dict)
     report: IO[str] | None = None
+    key: bytes | None = field(default=None, repr=False)
+    seq: int = 0
 
     def emit(self, record: dict[str, Any]) -> None:
-        if self.report is not None:
-            self.report.write(json.dumps(record) + "\n")
+        if self.report is None:
+            return
+        line = json.dumps({"seq": self.seq, **record}, sort_keys=True)
+        self.seq += 1
+        if self.key is not None:
+            line = f"{sign(self.key, line)} {line}"
+        try:
+            self.report.write(line + "\n")
             self.report.flush()
+        except (OSError, ValueError):  # the reader went away: nothing left to tell it
+            self.report = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,6 +90,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="FILE",
         help="write one JSON line per collected and finished test to FILE (used by labkit)",
+    )
+    group.addoption(
+        "--labkit-report-fd",
+        action="store",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="write the same report to an inherited pipe (used by labkit grade)",
+    )
+    group.addoption(
+        "--labkit-key-fd",
+        action="store",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="read the key that signs each report line from an inherited pipe (used by labkit grade)",
     )
 
 
@@ -135,9 +173,51 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_IMPL] = impl
     tally = Tally()
     report_path = config.getoption("--labkit-report")
-    if report_path:
+    report_fd = config.getoption("--labkit-report-fd")
+    key_fd = config.getoption("--labkit-key-fd")
+    if key_fd is not None:
+        # Read before any code under test runs, then close: the key lives only in this object.
+        tally.key = _read_key(key_fd)
+    if report_fd is not None:
+        os.set_inheritable(report_fd, False)  # processes the code under test starts never get it
+        tally.report = os.fdopen(report_fd, "w", encoding="utf-8")  # noqa: SIM115 - closed at unconfigure
+    elif report_path:
         tally.report = open(report_path, "w", encoding="utf-8")  # noqa: SIM115 - closed at unconfigure
     config.stash[_TALLY] = tally
+
+
+def _read_key(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    try:
+        while sum(map(len, chunks)) < 256:
+            chunk = os.read(fd, 256)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    key = b"".join(chunks)
+    if len(key) < 16:
+        raise pytest.UsageError("--labkit-key-fd gave no key: it is meant for labkit grade only")
+    return key
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``pytest --grade`` alone grades the labs: the course's own self-checks are left out."""
+    if not config.getoption("--grade") or config.option.markexpr or config.option.keyword:
+        return
+    course = config.stash[_COURSE]
+    graded = [item for item in items if lab_of(item, course) is not None]
+    others = [item for item in items if lab_of(item, course) is None]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = graded
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    tally = session.config.stash.get(_TALLY, None)
+    if tally is not None:
+        tally.emit({"event": "finished", "exitstatus": int(exitstatus)})
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -237,10 +317,51 @@ def format_table(scores: list[LabScore]) -> str:
     return "\n".join(lines)
 
 
+def grading_refusals(course: Course, impl: overlay.Impl) -> list[str]:
+    """What ``labkit grade`` would refuse in the lab files under test (see labkit.vet)."""
+    from labkit.vet import vet_file
+
+    if impl.label == overlay.REFERENCE:
+        return []
+    problems: list[str] = []
+    for name in course.lab_files:
+        if name in impl.missing:
+            continue
+        path = impl.package_dir / name
+        if path.is_file():
+            allowed = course.allowed_imports_for(name)
+            problems.extend(str(r) for r in vet_file(path, allowed, course.package))
+    return problems
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    course = config.stash.get(_COURSE, None)
+    tally = config.stash.get(_TALLY, None)
+    impl = config.stash.get(_IMPL, None)
+    if course is None or tally is None or impl is None:
+        return
+    ran_labs = any(o.lab is not None for o in tally.tests.values())
+    if ran_labs:
+        refusals = grading_refusals(course, impl)
+        if refusals:
+            terminalreporter.section("minituner: the grader will refuse this code", yellow=True)
+            for line in refusals:
+                terminalreporter.write_line(line)
+            terminalreporter.write_line(
+                "A refused file scores zero for every lab that uses it, whatever the tests say "
+                "here. Change the lines above (docs/grading.md says why each rule exists)."
+            )
     if not config.getoption("--grade"):
         return
-    course, tally = config.stash[_COURSE], config.stash[_TALLY]
     scores = [s for s in lab_scores(course, list(tally.tests.values())) if s.passed + s.failed]
     terminalreporter.section("minituner grade")
+    if not scores:
+        terminalreporter.write_line("no graded test ran: select labs with -m, or run without -m")
+        return
     terminalreporter.write_line(format_table(scores))
+    skipped = sum(s.skipped for s in scores)
+    if skipped:
+        terminalreporter.write_line(
+            f"({skipped} skipped test{'s' if skipped != 1 else ''} not counted: "
+            "a lab's points are shared among the tests that ran)"
+        )

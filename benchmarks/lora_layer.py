@@ -1,0 +1,301 @@
+"""Time one LoRA layer against its FLOP bound, the frozen base, full fine-tuning and peft.
+
+For each shape (in -> out features), number of tokens and rank r, every contestant runs side by
+side (interleaved repeats) on the same input:
+
+- the frozen base ``nn.Linear`` (the unit every ratio is given in: its forward time);
+- full fine-tuning: the same ``nn.Linear`` with its weight and bias trainable;
+- the reference ``LoRALinear`` (solutions/minituner/lora.py);
+- the learner's ``LoRALinear`` (src/minituner/lora.py), once it passes a quick identity check;
+- peft's LoRA layer (``peft.tuners.lora.Linear``), when peft is installed.
+
+Inference is a forward under ``torch.no_grad()``. A training step is a forward and a backward with
+the input requiring grad, as for a layer inside a network (the optimizer step is left out: its
+cost grows with the trainable parameters, not the tokens; ``benchmarks/memory.py`` counts its
+bytes). The FLOP bound beside each ratio is in units of the base forward, ``2 T d_in d_out``
+FLOPs, with rho = r (d_in + d_out) / (d_in d_out):
+
+    inference   base 1            LoRA 1 + rho
+    training    frozen base 2     full fine-tuning 3     LoRA 2 + 3 rho
+
+(the base's backward computes only the input's gradient; LoRA's branch costs rho forward and
+2 rho backward: the gradients of B, of the rank-r activations, of A and of the input).
+
+    python benchmarks/lora_layer.py [--quick] [--repeats N] [--threads N]
+    python benchmarks/lora_layer.py --profile 1024x1024 --tokens 2048 --r 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+# MiniGPT's own shapes (n_embd 64: q/k/v/o are 64 -> 64, fc1 is 64 -> 256) and two of a
+# 7B-class model's (a 1024 -> 1024 projection and a 4096 -> 1024 MLP down-projection).
+SHAPES: tuple[tuple[int, int], ...] = ((64, 64), (64, 256), (1024, 1024), (4096, 1024))
+RANKS: tuple[int, ...] = (1, 8, 64)
+TOKENS: tuple[int, ...] = (64, 2048)
+
+
+def rho(d_in: int, d_out: int, r: int) -> float:
+    return r * (d_in + d_out) / (d_in * d_out)
+
+
+def bound_inference(d_in: int, d_out: int, r: int) -> float:
+    return 1.0 + rho(d_in, d_out, r)
+
+
+def bound_training(d_in: int, d_out: int, r: int) -> float:
+    return 2.0 + 3.0 * rho(d_in, d_out, r)
+
+
+@dataclass
+class Row:
+    d_in: int
+    d_out: int
+    tokens: int
+    r: int
+    base_fwd: C.Timing
+    inference: dict[str, C.Timing]
+    training: dict[str, C.Timing]
+
+
+def peft_layer(base: nn.Linear, r: int, alpha: float) -> nn.Module:
+    """peft's LoRA layer around ``base``, made as practitioners make it (``get_peft_model``)."""
+    from peft import LoraConfig, get_peft_model
+
+    class Holder(nn.Module):
+        def __init__(self, layer: nn.Linear) -> None:
+            super().__init__()
+            self.layer = layer
+
+    config = LoraConfig(r=r, lora_alpha=int(alpha), target_modules=["layer"])
+    return get_peft_model(Holder(base), config).get_submodule("base_model.model.layer")
+
+
+def contestants(
+    d_in: int, d_out: int, r: int, device: torch.device, learner: object | None, with_peft: bool
+) -> dict[str, nn.Module]:
+    """The layers to race, all on the same base weights and the same (non-zero) factors."""
+    from minituner.lora import LoRALinear
+
+    alpha = 2.0 * r
+    torch.manual_seed(0)
+    template = nn.Linear(d_in, d_out, device=device)
+
+    def base_copy(trainable: bool) -> nn.Linear:
+        layer = nn.Linear(d_in, d_out, device=device)
+        layer.load_state_dict(template.state_dict())
+        layer.requires_grad_(trainable)
+        return layer
+
+    reference = LoRALinear(base_copy(False), r=r, alpha=alpha)
+    with torch.no_grad():
+        reference.lora_B.normal_(0.0, 0.02)  # a live branch, as after some training
+    layers: dict[str, nn.Module] = {
+        "frozen base": base_copy(False),
+        "full FT": base_copy(True),
+        "reference": reference,
+    }
+    if learner is not None:
+        mine = learner.LoRALinear(base_copy(False), r=r, alpha=alpha)  # type: ignore[attr-defined]
+        with torch.no_grad():
+            mine.lora_A.copy_(reference.lora_A)
+            mine.lora_B.copy_(reference.lora_B)
+        layers["learner"] = mine
+    if with_peft:
+        theirs = peft_layer(base_copy(False), r, alpha)
+        with torch.no_grad():
+            theirs.get_parameter("lora_A.default.weight").copy_(reference.lora_A)
+            theirs.get_parameter("lora_B.default.weight").copy_(reference.lora_B)
+        layers["peft"] = theirs
+    return layers
+
+
+def inference_fn(layer: nn.Module, x: Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.no_grad():
+            return layer(x)
+
+    return run
+
+
+def training_fn(layer: nn.Module, x: Tensor, grad_out: Tensor) -> Callable[[], object]:
+    params = [p for p in layer.parameters() if p.requires_grad]
+
+    def run() -> object:
+        torch.autograd.backward(layer(x), grad_out)
+        x.grad = None
+        for p in params:
+            p.grad = None
+        return None
+
+    return run
+
+
+def measure(
+    d_in: int, d_out: int, tokens: int, r: int, *, device: torch.device, repeats: int,
+    learner: object | None, with_peft: bool,
+) -> Row:
+    layers = contestants(d_in, d_out, r, device, learner, with_peft)
+    x = torch.randn(1, tokens, d_in, device=device, requires_grad=True)
+    grad_out = torch.randn(1, tokens, d_out, device=device)
+    infer = {name: inference_fn(layer, x) for name, layer in layers.items() if name != "full FT"}
+    train = {name: training_fn(layer, x, grad_out) for name, layer in layers.items()}
+    both: dict[str, Callable[[], object]] = {f"i:{k}": v for k, v in infer.items()}
+    both.update({f"t:{k}": v for k, v in train.items()})
+    times = C.time_interleaved(both, repeats=repeats, device=device)
+    return Row(
+        d_in, d_out, tokens, r, times["i:frozen base"],
+        {k[2:]: v for k, v in times.items() if k.startswith("i:")},
+        {k[2:]: v for k, v in times.items() if k.startswith("t:")},
+    )
+
+
+def _cell(t: C.Timing | None, unit: C.Timing) -> str:
+    if t is None:
+        return "-"
+    ratio = C.paired_ratio(t, unit)
+    return f"{ratio.median:.2f} ±{ratio.spread * 100:.0f}%"
+
+
+def render(rows: list[Row], names: list[str], device: torch.device) -> str:
+    lora_names = [n for n in ("reference", "learner", "peft") if n in names]
+    headers = ["in→out", "tokens", "r", "base fwd", "inf bound"]
+    headers += [f"inf {n}" for n in lora_names]
+    headers += ["train bound", "train frozen (2)", "train full FT (3)"]
+    headers += [f"train {n}" for n in lora_names]
+    if "peft" in names:
+        headers += ["ref/peft inf", "ref/peft train"]
+    table: list[list[object]] = []
+    for row in rows:
+        unit = row.base_fwd
+        cells: list[object] = [
+            f"{row.d_in}→{row.d_out}", row.tokens, row.r, C.fmt_seconds(unit.median),
+            f"{bound_inference(row.d_in, row.d_out, row.r):.3f}",
+        ]
+        cells += [_cell(row.inference.get(n), unit) for n in lora_names]
+        cells += [f"{bound_training(row.d_in, row.d_out, row.r):.3f}"]
+        cells += [_cell(row.training.get("frozen base"), unit), _cell(row.training.get("full FT"), unit)]
+        cells += [_cell(row.training.get(n), unit) for n in lora_names]
+        if "peft" in names:
+            cells += [
+                _cell(row.inference["reference"], row.inference["peft"]),
+                _cell(row.training["reference"], row.training["peft"]),
+            ]
+        table.append(cells)
+    return f"### {device.type.upper()}\n\n" + C.markdown_table(headers, table)
+
+
+def verdict(rows: list[Row]) -> str:
+    """Where the reference's training step is slower than peft's beyond the measured spread."""
+    slower = []
+    for row in rows:
+        if "peft" not in row.training:
+            continue
+        ratio = C.paired_ratio(row.training["reference"], row.training["peft"])
+        noise = max(ratio.spread, 0.03)
+        if ratio.median > 1.0 + noise:
+            slower.append(
+                f"{row.d_in}→{row.d_out}, {row.tokens} tokens, r={row.r}: "
+                f"{ratio.median:.2f}x (spread ±{ratio.spread:.0%})"
+            )
+    if not rows or "peft" not in rows[0].training:
+        return "peft not measured: " + C.peft_missing_reason() + "."
+    if not slower:
+        return ("The reference's training step is no slower than peft's at every shape measured "
+                "(ratio within the measured spread, or below 1).")
+    return "The reference's training step is slower than peft's beyond the spread at: " + "; ".join(slower) + "."
+
+
+def profile(spec: str, tokens: int, r: int, with_peft: bool) -> None:
+    """Print torch.profiler's operator table for the reference's (and peft's) training step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    d_in, d_out = (int(v) for v in spec.lower().split("x"))
+    device = torch.device("cpu")
+    layers = contestants(d_in, d_out, r, device, None, with_peft)
+    x = torch.randn(1, tokens, d_in, requires_grad=True)
+    grad_out = torch.randn(1, tokens, d_out)
+    for name in ("reference", "peft"):
+        if name not in layers:
+            continue
+        step = training_fn(layers[name], x, grad_out)
+        for _ in range(3):
+            step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(10):
+                step()
+        print(f"\n## {name}: {d_in}->{d_out}, {tokens} tokens, r={r}, 10 training steps")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="MiniGPT's shapes and 64 tokens only")
+    parser.add_argument("--profile", metavar="INxOUT", help="profile one shape instead of timing")
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--r", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    threads = C.pin_threads(args.threads or None)
+    C.use_reference()
+    with_peft = C.peft_version() is not None
+    warnings.filterwarnings("ignore", module="peft")  # nothing here is about the adapters' content
+    if args.profile:
+        profile(args.profile, args.tokens, args.r, with_peft)
+        return 0
+    learner, learner_note = C.learner_lora()
+
+    shapes = SHAPES[:2] if args.quick else SHAPES
+    tokens_list = TOKENS[:1] if args.quick else TOKENS
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    names = ["frozen base", "full FT", "reference"]
+    names += ["learner"] if learner is not None else []
+    names += ["peft"] if with_peft else []
+
+    print("## One LoRA layer: time against the FLOP bound (`benchmarks/lora_layer.py`)\n")
+    print("\n".join(C.header_lines(threads)))
+    print(
+        "\nEvery time is a ratio to the frozen base's forward on the same input (`base fwd`, the "
+        "median over the repeats); `±` is the interquartile range over the repeats, as a share "
+        "of the median. `inf` = a forward under no_grad; `train` = forward + backward with the "
+        "input requiring grad. Bounds in the same unit: inference 1 + rho, training 2 + 3 rho, "
+        "with rho = r (d_in + d_out) / (d_in d_out); frozen base training 2, full fine-tuning 3. "
+        f"{args.repeats} interleaved repeats. Learner: {learner_note}. "
+        f"peft: {C.peft_version() or C.peft_missing_reason()}.\n"
+    )
+    for device in devices:
+        rows: list[Row] = []
+        for d_in, d_out in shapes:
+            for tokens in tokens_list:
+                for r in RANKS:
+                    row = measure(
+                        d_in, d_out, tokens, r, device=device, repeats=args.repeats,
+                        learner=learner, with_peft=with_peft,
+                    )
+                    rows.append(row)
+                    print(f"  measured {device.type} {d_in}->{d_out} T={tokens} r={r}",
+                          file=sys.stderr, flush=True)
+        print(render(rows, names, device))
+        print(f"\n{verdict(rows)}\n")
+    if len(devices) == 1:
+        print("CUDA: skipped (torch.cuda.is_available() is False on this machine).\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Counting parameters and bytes: the arithmetic a LoRA practitioner does before training.
+
+Lab 01 writes these functions (labs/01-parameter-counts.md). Each answers one question you ask
+before you fine-tune anything:
+
+- step A, ``count_parameters``: how many parameters does this module have, and how many train?
+- step B, ``lora_linear_count``: the same for one ``nn.Linear`` wrapped by LoRA, in closed form;
+- step C, ``minigpt_lora_count``: the same for a whole MiniGPT wrapped on chosen layers;
+- step D, ``adapter_checkpoint_bytes``: how large is the saved adapter;
+- step E, ``adamw_training_bytes``: how much memory do the optimizer and the gradients take.
+
+A closed form needs no model in memory: it works for GPT-3 as well as for MiniGPT. The graded
+tests check every closed form against modules counted for real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from minituner.minigpt import LINEAR_NAMES, MiniGPTConfig
+
+#: AdamW keeps two states per trainable parameter (the running mean of the gradient and of its
+#: square), each in float32: 2 * 4 = 8 bytes per trainable parameter.
+ADAMW_STATE_BYTES_PER_PARAM = 8
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """How many parameters a model has (``total``) and how many of them train (``trainable``).
+
+    Both count numbers (scalars), not tensors: a (4096, 4096) weight counts 16,777,216.
+    """
+
+    trainable: int
+    total: int
+
+    @property
+    def frozen(self) -> int:
+        """The parameters that do not train: ``total - trainable``."""
+        return self.total - self.trainable
+
+    @property
+    def trainable_share(self) -> float:
+        """``trainable / total``, a fraction in [0, 1] (multiply by 100 for a percentage)."""
+        return self.trainable / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class TrainingBytes:
+    """Memory, in bytes, that training adds for the trainable parameters.
+
+    The model's own weights, frozen or not, and the activations are not included: they are
+    there whatever you train.
+    """
+
+    optimizer_states: int
+    gradients: int
+
+    @property
+    def total(self) -> int:
+        return self.optimizer_states + self.gradients
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def count_parameters(module: nn.Module) -> ParameterCount:
+    """Count the parameters of ``module``: all of them, and those that require grad.
+
+    Every parameter counts once, by its number of elements (``numel``), even when two
+    submodules share it (tied weights). Buffers (running statistics, masks) are not parameters.
+
+    Args:
+        module: any ``nn.Module``.
+
+    Returns:
+        ``ParameterCount(trainable, total)``, in numbers of scalars.
+    """
+    raise NotImplementedError("lab01 step A: count every parameter once, and the trainable ones apart. See labs/01-parameter-counts.md")
+
+
+def lora_linear_count(
+    in_features: int, out_features: int, r: int, bias: bool = True
+) -> ParameterCount:
+    """The closed form for ``LoRALinear(nn.Linear(in_features, out_features, bias=bias), r)``.
+
+    The factors train: ``lora_A`` is (r, in_features) and ``lora_B`` is (out_features, r), so
+    ``trainable = r * (in_features + out_features)``. The frozen base holds its weight,
+    (out_features, in_features), and its bias, (out_features,) when ``bias`` is True.
+
+    Raises:
+        ValueError: ``in_features``, ``out_features`` or ``r`` is not a positive int; the
+            message names the argument and the value.
+    """
+    raise NotImplementedError("lab01 step B: r * (in + out) trainable; the frozen weight and bias on top. See labs/01-parameter-counts.md")
+
+
+def minigpt_lora_count(
+    config: MiniGPTConfig, r: int, target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+) -> ParameterCount:
+    """The closed form for a MiniGPT built from ``config`` with LoRA of rank ``r`` on the
+    ``nn.Linear`` layers named in ``target_modules``, everything else frozen.
+
+    ``target_modules`` holds last names of MiniGPT's linear layers (``minigpt.LINEAR_NAMES``:
+    ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``fc1``, ``fc2``, ``lm_head``). A name
+    selects that layer in every block (``lm_head`` exists once); a name given twice counts once.
+    The table of shapes is in the docstring of ``minigpt.MiniGPT``; with C = ``n_embd``:
+    q/k/v/o are (C -> C), fc1 is (C -> 4C), fc2 is (4C -> C), lm_head is (C -> vocab_size)
+    without a bias and untied; LayerNorms have a weight (C,) and, with ``config.bias``, a bias.
+
+    Returns:
+        ``ParameterCount``: ``trainable`` = the LoRA factors; ``total`` = the whole MiniGPT plus
+        the factors.
+
+    Raises:
+        ValueError: ``r`` is not a positive int, ``target_modules`` is empty, or a target is not
+            one of ``LINEAR_NAMES`` (the message names it).
+    """
+    raise NotImplementedError("lab01 step C: the whole MiniGPT in closed form, plus r * (in + out) per wrapped layer. See labs/01-parameter-counts.md")
+
+
+def adapter_checkpoint_bytes(n_params: int, dtype: torch.dtype = torch.float32) -> int:
+    """The bytes of tensor data in a checkpoint that stores ``n_params`` numbers in ``dtype``.
+
+    Only the payload: ``n_params`` times the size of one element of ``dtype`` (4 for float32,
+    2 for float16 and bfloat16, 8 for float64, 1 for an 8-bit type). A real file adds a little
+    on top: safetensors writes an 8-byte length and a JSON header with every key, dtype and
+    shape; ``torch.save`` adds pickle and zip records.
+
+    Raises:
+        ValueError: ``n_params`` is not an int >= 0.
+    """
+    raise NotImplementedError("lab01 step D: payload bytes = number of elements times the element size of the dtype. See labs/01-parameter-counts.md")
+
+
+def adamw_training_bytes(
+    n_trainable: int, param_dtype: torch.dtype = torch.float32
+) -> TrainingBytes:
+    """The memory that AdamW and the gradients take for ``n_trainable`` trainable parameters.
+
+    - optimizer states: two float32 numbers per trainable parameter (AdamW's running means of
+      the gradient and of its square), ``ADAMW_STATE_BYTES_PER_PARAM = 8`` bytes each. This is
+      what ``torch.optim.AdamW`` keeps for float32 parameters, and what mixed-precision training
+      keeps for 16-bit ones (which also keep a float32 master copy, not counted here).
+    - gradients: one per trainable parameter, in the parameters' dtype.
+
+    Frozen parameters get neither: that is where LoRA's memory saving comes from. Call it with
+    the total of a model for full fine-tuning and with the LoRA factors' count for LoRA.
+
+    Raises:
+        ValueError: ``n_trainable`` is not an int >= 0.
+    """
+    raise NotImplementedError("lab01 step E: 8 bytes of AdamW state and one gradient per trainable parameter. See labs/01-parameter-counts.md")

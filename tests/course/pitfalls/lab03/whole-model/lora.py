@@ -1,0 +1,48 @@
+"""Pitfall (lab03 step A): lora_state_dict returns the whole model's state_dict, base included."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+                 freeze_base: bool = True) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
+        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+            raise ValueError(f"r must be a positive int, got {r!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.base = base
+        self.r = r
+        self.alpha = float(alpha)
+        self.scaling = self.alpha / r
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_dropout = nn.Dropout(dropout)
+        if freeze_base:
+            base.requires_grad_(False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def forward(self, x: Tensor) -> Tensor:
+        down = F.linear(self.lora_dropout(x), self.lora_A)
+        return self.base(x) + self.scaling * F.linear(down, self.lora_B)
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    return {name: t.detach() for name, t in model.state_dict().items()}
+
+
+def load_lora_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
+    model.load_state_dict(state)

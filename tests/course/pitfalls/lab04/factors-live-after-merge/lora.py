@@ -1,0 +1,58 @@
+"""Pitfall (lab04 step A): merge_ folds the update into the weight but leaves the factors live,
+so the branch adds the update a second time on every forward."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+                 freeze_base: bool = True) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
+        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+            raise ValueError(f"r must be a positive int, got {r!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.base = base
+        self.r = r
+        self.alpha = float(alpha)
+        self.scaling = self.alpha / r
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_dropout = nn.Dropout(dropout)
+        if freeze_base:
+            base.requires_grad_(False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def forward(self, x: Tensor) -> Tensor:
+        down = F.linear(self.lora_dropout(x), self.lora_A)
+        return self.base(x) + self.scaling * F.linear(down, self.lora_B)
+
+    @torch.no_grad()
+    def merge_(self) -> None:
+        self.base.weight += self.scaling * (self.lora_B @ self.lora_A)
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    if isinstance(model, LoRALinear):
+        model.merge_()
+        return model.base
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            module.merge_()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.base)
+    return model
+
