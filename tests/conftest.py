@@ -18,6 +18,11 @@ from torch import nn
 
 SEED = 0
 
+# The tests use small tensors, where torch's thread pool costs more than it saves (about 10 ms a
+# tiny op on a busy 2-core machine) and makes timings depend on the machine. One thread: fast
+# feedback, and the same arithmetic everywhere.
+torch.set_num_threads(1)
+
 
 def import_lab_module(module: str, path: str, lab: str) -> ModuleType:
     """Import ``module`` or fail the calling test with a message for the learner.
@@ -105,6 +110,46 @@ def lora_after_lab00(lora: ModuleType) -> ModuleType:
     if problem is not None:
         pytest.fail(f"{LAB00_FIRST} ({problem})", pytrace=False)
     return lora
+
+
+# --- lab05: fine-tuning ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finetune() -> ModuleType:
+    """The module ``minituner.finetune`` under test (lab05)."""
+    return import_lab_module("minituner.finetune", "src/minituner/finetune.py", "lab05")
+
+
+@pytest.fixture
+def tasks() -> ModuleType:
+    """The given module ``minituner.tasks`` (the corpus, the task, the pretrained model)."""
+    return import_lab_module("minituner.tasks", "src/minituner/tasks.py", "lab05")
+
+
+LAB02_FIRST = "this test uses your wrap_minigpt_with_lora from lab02: pass lab02 first"
+
+
+@pytest.fixture
+def lora_after_lab02(lora_after_lab00: ModuleType, minigpt: ModuleType) -> ModuleType:
+    """``minituner.lora`` for the labs that wrap a whole MiniGPT (lab05).
+
+    Fails the test at once, saying to pass lab02 first (and keeping the original error, a
+    stub's NotImplementedError included), when ``wrap_minigpt_with_lora`` does not work yet.
+    """
+    with torch.random.fork_rng(devices=[]):
+        try:
+            config = minigpt.MiniGPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+            model = minigpt.MiniGPT(config)
+            lora_after_lab00.wrap_minigpt_with_lora(model, r=2, target_modules=("q_proj",))
+            trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+            want = ["blocks.0.attn.q_proj.lora_A", "blocks.0.attn.q_proj.lora_B"]
+            problem = None if trainable == want else f"after wrapping q_proj, {trainable} train; expected {want}"
+        except Exception as exc:  # a stub, or a broken wrap
+            problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        pytest.fail(f"{LAB02_FIRST} ({problem})", pytrace=False)
+    return lora_after_lab00
 
 
 @pytest.fixture(autouse=True)

@@ -67,9 +67,9 @@ class LoRALinear(nn.Module):
         self.scaling = self.alpha / r
 
         weight = base.weight  # (out_features, in_features)
-        factory = {"device": weight.device, "dtype": weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, **factory))
+        device, dtype = weight.device, weight.dtype
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=device, dtype=dtype))
         self.lora_dropout = nn.Dropout(p=dropout) if dropout > 0.0 else nn.Identity()
 
         if freeze_base:
@@ -93,7 +93,8 @@ class LoRALinear(nn.Module):
         # >>> lab00 step C: add the scaled low-rank branch, computed down to r first
         down = F.linear(self.lora_dropout(x), self.lora_A)  # (..., r)
         up = F.linear(down, self.lora_B)  # (..., out_features)
-        return self.base(x) + self.scaling * up
+        result: Tensor = self.base(x) + self.scaling * up
+        return result
         # <<< lab00 step C
 
     @torch.no_grad()

@@ -97,6 +97,8 @@ def check_stubs_red(course: Course) -> list[str]:
         shutil.rmtree(scratch, ignore_errors=True)
     problems = _session_problem(run, "stubs")
     for o in run.outcomes.values():
+        if o.outcome == "skipped":  # e.g. a CUDA test on a machine without CUDA
+            continue
         if o.outcome != "failed":
             problems.append(f"{o.nodeid} {o.outcome} on the stubs: it must fail until the lab is done")
         elif "NotImplementedError" not in o.message:

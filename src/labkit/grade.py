@@ -1,15 +1,16 @@
 """Grading: ``labkit grade PATH`` and ``labkit grade-all DIR`` (see DESIGN.md, Grading).
 
-One :class:`Grader` per grading run reads the course once (``sandbox.snapshot``), runs the course's
-tests once with no submission at all (the *baseline*: the list of tests and which of them skip on
-this machine), then grades submissions one by one or several at a time:
+One :class:`Grader` per grading run reads the course once (``sandbox.snapshot``), collects the
+course's own tests once with no submission at all (the *baseline*: the list of tests, their labs and
+order, and which of them a skip marker skips on this machine), then grades submissions one by one or
+several at a time:
 
 1. find the submission's lab files (only the ones course.toml names), refuse symbolic links and
    files outside the submission, and screen each with the static check (``labkit.vet``); a missing
    or refused file is replaced by a module that raises ImportError saying why;
 2. run the course's tests on them in a sandbox (``labkit.sandbox``) and keep only what the grader
-   can vouch for; when that session ends abnormally (not by time or forgery), run each lab alone,
-   so one lab's crash costs only that lab;
+   can vouch for; when that session ends abnormally (not by time or forgery), set aside the lab
+   whose test was running and run the others again, so one lab's crash costs only that lab;
 3. score: a lab's points are shared equally among its tests that do not skip in the baseline; a
    test scores only if it passed in a session that counts. A lab with ``notes_points`` adds one
    entry per measurement of its notes file, scored against the range in course.toml.
@@ -281,8 +282,7 @@ class Baseline:
     """The course's tests as they run here with no submission: their order, labs and skips."""
 
     tests: tuple[tuple[str, str], ...]  # (nodeid, lab id), in collection order
-    skipped: Mapping[str, str]  # nodeid -> reason
-    outcomes: Mapping[str, tuple[str, str]]
+    skipped: Mapping[str, str]  # nodeid -> reason, for the tests a skip marker skips here
 
     def ids(self, labs: Iterable[str] | None = None) -> list[str]:
         wanted = None if labs is None else set(labs)
@@ -387,6 +387,8 @@ class Grader:
                 self.notices.append(f"{lab.id} is available but has no test: it is not graded")
 
     def _baseline(self) -> Baseline:
+        """Collect the course's own tests once (``--collect-only``, with every lab file a
+        placeholder): their ids, labs and order, and which skip markers skip them here."""
         lab_files = {
             name: placeholder(name, [lab.id for lab in self.course.labs_for_file(name)], f"no {name}")
             for name in self.course.lab_files
@@ -394,22 +396,21 @@ class Grader:
         scratch = sandbox.make_scratch(self.files, lab_files, self._uid())
         try:
             session = sandbox.run_session(
-                scratch, _markexpr(self.labs), None, self.limits, max(self.limits.timeout, 120.0), self.python
+                scratch, _markexpr(self.labs), None, self.limits, max(self.limits.timeout, 120.0),
+                self.python, collect_only=True,
             )
         finally:
             scratch.cleanup()
         if not session.trusted or session.collected is None:
             tail = "\n".join(session.output.strip().splitlines()[-20:])
             raise GradeError(
-                f"the course's tests do not run here without a submission ({session.problem}); "
-                f"fix the course first:\n{tail}"
+                f"the course's tests do not collect here ({session.problem}); fix the course first:\n{tail}"
             )
         known = {lab.id for lab in self.labs}
-        tests = tuple((nodeid, lab) for nodeid, lab in session.collected if lab in known)
+        tests = tuple((nodeid, str(lab)) for nodeid, lab in session.collected if lab in known)
         if len(tests) != len(session.collected):
             raise GradeError("some collected tests carry no lab marker; give every graded test one")
-        skipped = {n: m for n, (o, m) in session.results.items() if o == "skipped"}
-        return Baseline(tests, skipped, dict(session.results))
+        return Baseline(tests, dict(session.skips))
 
     def _uid(self) -> int | None:
         if not self.limits.user:
@@ -433,7 +434,13 @@ class Grader:
                      tuple(problems), log, time.monotonic() - started)
 
     def _run(self, files: Mapping[str, LabFile], started: float) -> tuple[dict[str, tuple[str, str]], list[str], str]:
-        """Outcome of every baseline test: ("passed" | "failed", message)."""
+        """Outcome of every baseline test: ("passed" | "failed" | "skipped", message).
+
+        One session runs every lab that has a submitted file. When it ends abnormally (not by
+        time, not by forgery), the lab whose test was running is set aside and the others run
+        again together, until a session ends normally or no lab is left: a crash costs only the
+        labs whose tests crash, and the tests of those labs count as failed.
+        """
         real = {name for name, f in files.items() if f.status == "submitted"}
         to_run = [lab for lab in self.graded if real & set(lab.files)]
         outcomes: dict[str, tuple[str, str]] = {}
@@ -442,30 +449,33 @@ class Grader:
                 continue
             why = "; ".join(files[name].reason for name in lab.files if files[name].status != "submitted")
             for nodeid in self.baseline.ids([lab.id]):
-                status, message = self.baseline.outcomes.get(nodeid, ("failed", ""))
-                outcomes[nodeid] = (status, message if status == "passed" else f"not run: {why}")
-        if not to_run:
-            return outcomes, [], ""
-        lab_data = {name: f.data for name, f in files.items()}
+                outcomes[nodeid] = ("failed", f"not run: {why}")
         problems: list[str] = []
         logs: list[str] = []
+        lab_data = {name: f.data for name, f in files.items()}
         deadline = started + self.limits.timeout
-        main = self._session(lab_data, to_run, deadline)
-        logs.append(main.output)
-        if main.trusted or main.timed_out or main.forged is not None or len(to_run) == 1:
-            outcomes.update(self._outcomes(main, to_run))
-            if not main.trusted:
-                problems.append(f"all labs: {main.problem}")
-            return outcomes, problems, "\n".join(logs)
-        problems.append(f"all labs together: {main.problem}; each lab was then run alone")
-        for i, lab in enumerate(to_run):
-            budget_end = time.monotonic() + (deadline - time.monotonic()) / (len(to_run) - i)
-            alone = self._session(lab_data, [lab], budget_end)
-            logs.append(alone.output)
-            outcomes.update(self._outcomes(alone, [lab]))
-            if not alone.trusted:
-                problems.append(f"{lab.id}: {alone.problem}")
+        while to_run:
+            session = self._session(lab_data, to_run, deadline)
+            logs.append(session.output)
+            outcomes.update(self._outcomes(session, to_run))
+            if session.trusted:
+                break
+            names = ", ".join(lab.id for lab in to_run)
+            problems.append(f"{names}: {session.problem}")
+            if session.timed_out or session.forged is not None or len(to_run) == 1:
+                break
+            crashed = self._running_lab(session, to_run)
+            to_run = [lab for lab in to_run if lab is not crashed]
+            problems[-1] += f"; {crashed.id} scores zero and the other labs ran again without it"
         return outcomes, problems, "\n".join(logs)
+
+    def _running_lab(self, session: sandbox.Session, labs: list[Lab]) -> Lab:
+        """The lab whose test was running when ``session`` ended: the first that did not report."""
+        for nodeid in self.baseline.ids([lab.id for lab in labs]):
+            if nodeid not in session.results:
+                lab_id = dict(self.baseline.tests)[nodeid]
+                return next(lab for lab in labs if lab.id == lab_id)
+        return labs[-1]
 
     def _session(self, lab_data: Mapping[str, bytes], labs: list[Lab], deadline: float) -> sandbox.Session:
         scratch = sandbox.make_scratch(self.files, lab_data, self._uid())

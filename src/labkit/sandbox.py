@@ -257,6 +257,7 @@ class Session:
     """What one child session reported, as far as the grader can trust it."""
 
     collected: list[tuple[str, str | None]] | None = None
+    skips: dict[str, str] = field(default_factory=dict)  # marked skips (collect-only baseline)
     results: dict[str, tuple[str, str]] = field(default_factory=dict)  # nodeid -> outcome, message
     finished: int | None = None
     returncode: int | None = None
@@ -322,6 +323,8 @@ class _Report:
         if event == "collected" and s.collected is None:
             tests = [(str(t[0]), None if t[1] is None else str(t[1])) for t in record.get("tests", [])]
             s.collected = tests
+            skips = record.get("skips", {})
+            s.skips = {str(k): str(v) for k, v in skips.items()} if isinstance(skips, dict) else {}
             ids = [t[0] for t in tests]
             if self.expected is not None and ids != self.expected:
                 s.forged = _difference(self.expected, ids)
@@ -416,6 +419,7 @@ def run_session(
     budget: float,
     python: str = sys.executable,
     paths: list[str] | None = None,
+    collect_only: bool = False,
 ) -> Session:
     """Run the course's tests selected by ``markexpr`` (in ``paths``, default ``tests``) in
     ``scratch``, for at most ``budget`` seconds; ``expected`` is the list of test ids the session
@@ -431,7 +435,8 @@ def run_session(
         python, "-s", "-B", "-c", _BOOT,
         str(limits.memory_mb * 1024 * 1024), str(int(budget * 2 + 30)), str(limits.file_mb * 1024 * 1024),
         "-c", "pyproject.toml", "--rootdir=.", "-p", "labkit.plugin", "-p", "pytest_timeout",
-        "-p", "no:cacheprovider", "-q", "--color=no", "--tb=short", "--show-capture=no",
+        *(["--collect-only"] if collect_only else []),
+        "-p", "no:cacheprovider", "-q", "--color=no", "--tb=no", "--show-capture=no",
         "-m", markexpr, f"--timeout={limits.test_timeout:g}", "--timeout-method=signal",
         f"--labkit-report-fd={report_write}", f"--labkit-key-fd={key_read}", *(paths or ["tests"]),
     ]
@@ -508,11 +513,13 @@ def run_session(
     session.output = output.text()
     session.output_bytes = output.total
     session.seconds = time.monotonic() - started
-    session.problem = _judge(session, report, scratch, budget, limits)
+    session.problem = _judge(session, report, scratch, budget, limits, collect_only)
     return session
 
 
-def _judge(session: Session, report: _Report, scratch: Scratch, budget: float, limits: Limits) -> str | None:
+def _judge(
+    session: Session, report: _Report, scratch: Scratch, budget: float, limits: Limits, collect_only: bool
+) -> str | None:
     if session.timed_out:
         return f"the tests did not finish within the {budget:.0f} s limit (an endless loop, or far too slow)"
     changed = tampered(scratch)
@@ -526,11 +533,21 @@ def _judge(session: Session, report: _Report, scratch: Scratch, budget: float, l
         return f"the session ended before its tests were collected ({_how(code, limits)})"
     if session.finished is None:
         return f"the session ended in the middle of the tests ({_how(code, limits)})"
-    if session.finished not in (0, 1) or code != session.finished:
-        return f"the session did not end normally (pytest status {session.finished}, {_how(code, limits)})"
-    if report.next != len(session.collected):
+    if session.finished not in (0, 1):
+        return f"the session did not end normally ({_PYTEST_STATUS.get(session.finished, f'pytest status {session.finished}')})"
+    if code != session.finished:
+        return f"the session did not end normally (after its tests: {_how(code, limits)})"
+    if report.next != (0 if collect_only else len(session.collected)):
         return "the session ended before every test reported"
     return None
+
+
+_PYTEST_STATUS = {
+    2: "pytest was interrupted: a KeyboardInterrupt raised by the code under test stops the whole session",
+    3: "pytest hit an internal error",
+    4: "pytest was called wrongly",
+    5: "no test was collected",
+}
 
 
 def _how(code: int | None, limits: Limits) -> str:

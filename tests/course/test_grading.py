@@ -200,7 +200,7 @@ def test_points_are_shared_among_the_tests_that_do_not_skip() -> None:
     lab = _lab("lab00", 20)
     baseline = grade.Baseline(
         tests=(("t::a", "lab00"), ("t::b", "lab00"), ("t::c", "lab00"), ("t::cuda", "lab00")),
-        skipped={"t::cuda": "needs a CUDA device"}, outcomes={},
+        skipped={"t::cuda": "needs a CUDA device"},
     )
     outcomes = {"t::a": ("passed", ""), "t::b": ("failed", "boom"), "t::cuda": ("passed", "")}
     labs, tests = grade.score([lab], baseline, outcomes, {})
@@ -230,7 +230,7 @@ def test_notes_measurements_are_scored_against_their_ranges(tmp_path: Path) -> N
     assert [e.status for e in entries] == ["passed", "passed", "failed", "failed"]
     assert sum(e.score for e in entries) == pytest.approx(2.0) and all(e.max_score == 1.0 for e in entries)
     assert "expected between 1 and 4" in entries[2].output and "not recorded" in entries[3].output
-    baseline = grade.Baseline(tests=(("t::a", "lab00"),), skipped={}, outcomes={})
+    baseline = grade.Baseline(tests=(("t::a", "lab00"),), skipped={})
     labs, tests = grade.score([lab], baseline, {"t::a": ("passed", "")}, {"lab00": entries})
     assert labs[0].score == pytest.approx(22.0) and labs[0].max_score == pytest.approx(24.0)
     assert len(tests) == 5
@@ -241,7 +241,7 @@ def test_notes_measurements_are_scored_against_their_ranges(tmp_path: Path) -> N
 
 def test_results_json_follows_gradescope_schema(course: Course) -> None:
     lab = _lab("lab00", 20)
-    baseline = grade.Baseline(tests=(("t::a", "lab00"), ("t::b", "lab00")), skipped={}, outcomes={})
+    baseline = grade.Baseline(tests=(("t::a", "lab00"), ("t::b", "lab00")), skipped={})
     labs, tests = grade.score([lab], baseline, {"t::a": ("passed", ""), "t::b": ("failed", "why")}, {})
     refused = grade.LabFile("lora.py", "refused", b"", "the grader refused lora.py: line 1", ("line 1",))
     result = grade.Grade("alice", tuple(labs), tuple(tests), (refused,), ("all labs: x",), "", 1.5)

@@ -1,4 +1,7 @@
-"""Pitfall (lab00 step B): both factors start at zero: the output is right but nothing ever trains."""
+"""Pitfall (lab00 step B): both factors start at zero.
+
+The output is right at init, but no gradient ever reaches either factor, so nothing trains.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / r
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(
+            torch.empty(base.out_features, r, device=w.device, dtype=w.dtype)
+        )
         self.lora_dropout = nn.Dropout(dropout)
         if freeze_base:
             base.requires_grad_(False)

@@ -31,7 +31,9 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / r
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(
+            torch.empty(base.out_features, r, device=w.device, dtype=w.dtype)
+        )
         self.lora_dropout = nn.Dropout(dropout)
         if freeze_base:
             base.requires_grad_(False)
@@ -43,4 +45,5 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.base(x) + self.scaling * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+        down = F.linear(self.lora_dropout(x), self.lora_A)
+        return self.base(x) + self.scaling * F.linear(down, self.lora_B)

@@ -1,4 +1,7 @@
-"""Pitfall (lab00 step C): a hand-made dropout that respects train/eval but forgets the 1 / (1 - p) rescale."""
+"""Pitfall (lab00 step C): a hand-made dropout that forgets the 1 / (1 - p) rescale.
+
+It does respect train / eval mode; only the kept inputs are not scaled up.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / r
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(
+            torch.empty(base.out_features, r, device=w.device, dtype=w.dtype)
+        )
         self.p = dropout
         if freeze_base:
             base.requires_grad_(False)

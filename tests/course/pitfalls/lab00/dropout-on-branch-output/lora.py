@@ -25,7 +25,9 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / r
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(
+            torch.empty(base.out_features, r, device=w.device, dtype=w.dtype)
+        )
         self.lora_dropout = nn.Dropout(dropout)
         if freeze_base:
             base.requires_grad_(False)

@@ -27,7 +27,9 @@ class LoRALinear(nn.Module):
         A = torch.empty(r, base.in_features, device=w.device, dtype=w.dtype)
         nn.init.kaiming_uniform_(A, a=math.sqrt(5))
         self.lora_A = A.requires_grad_()  # "requires_grad makes it trainable"
-        self.lora_B = torch.zeros(base.out_features, r, device=w.device, dtype=w.dtype, requires_grad=True)
+        self.lora_B = torch.zeros(
+            base.out_features, r, device=w.device, dtype=w.dtype, requires_grad=True
+        )
         self.lora_dropout = nn.Dropout(dropout)
         if freeze_base:
             base.requires_grad_(False)

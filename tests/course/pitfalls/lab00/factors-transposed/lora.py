@@ -1,4 +1,7 @@
-"""Pitfall (lab00 step A): lora_A is (in, r) and lora_B is (r, out): the math-book x @ A @ B layout."""
+"""Pitfall (lab00 step A): the factors are stored transposed, in the x @ A @ B layout.
+
+lora_A is (in, r) and lora_B is (r, out) instead of (r, in) and (out, r).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / r
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(base.in_features, r, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.empty(r, base.out_features, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(
+            torch.empty(r, base.out_features, device=w.device, dtype=w.dtype)
+        )
         self.lora_dropout = nn.Dropout(dropout)
         if freeze_base:
             base.requires_grad_(False)

@@ -1,4 +1,4 @@
-"""Pitfall (lab00 steps A and C): the update is scaled by alpha, not alpha / r (r times too large)."""
+"""Pitfall (lab00 steps A and C): the update is scaled by alpha, not alpha / r."""
 
 from __future__ import annotations
 
