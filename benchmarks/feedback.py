@@ -6,6 +6,10 @@ end) is set against the wall time of ``python -c "import torch"`` in the same ru
 test of a PyTorch course can avoid. Rounds interleave all commands; each ratio is taken within a
 round, and the table gives its median and spread over the rounds. The course's goal is 2x or less.
 
+The last column names the first test that imports one of torch's slow, lazily imported parts
+(``torch._dynamo`` above all: about one more ``import torch``), found by one more, untimed run
+with the ``benchmarks/_import_watch.py`` plugin.
+
     python benchmarks/feedback.py [--rounds N]
 """
 
@@ -71,6 +75,21 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(elapsed)
             summary[name] = last
 
+    # Which test, if any, imports one of torch's slow parts (one more run per lab, untimed).
+    watch_env = dict(env, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    heavy: dict[str, str] = {}
+    for name, cmd in commands.items():
+        if name == "import torch":
+            continue
+        done = subprocess.run(
+            [*cmd, "-p", "_import_watch"], cwd=C.ROOT, capture_output=True, text=True,
+            env=watch_env, stdin=subprocess.DEVNULL,
+        )
+        found = [line.split(" ", 2)[1:] for line in done.stdout.splitlines()
+                 if line.startswith("IMPORTWATCH ")]
+        heavy[name] = "; ".join(f"{mod} by {node.split('::')[-1]}" for mod, node in found) or "none"
+
     print("## Feedback time: each lab's tests against `import torch` (`benchmarks/feedback.py`)\n")
     print("\n".join(C.header_lines(None)))
     print(
@@ -80,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         f"and highest). Goal: {GOAL:g}x or less.\n"
     )
     base = times["import torch"]
-    rows: list[list[object]] = [["`import torch`", C.fmt_seconds(statistics.median(base)), "1.00", "-", ""]]
+    rows: list[list[object]] = [
+        ["`import torch`", C.fmt_seconds(statistics.median(base)), "1.00", "-", "", ""]
+    ]
     over = []
     for name in commands:
         if name == "import torch":
@@ -93,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([
             f"`pytest -m {name}`", C.fmt_seconds(statistics.median(times[name])), f"{med:.2f}",
             f"{min(ratios):.2f}–{max(ratios):.2f}", ("ok" if ok else "OVER") + f" ({summary[name]})",
+            heavy[name],
         ])
-    print(C.markdown_table(["command", "median wall", "ratio", "range", "goal ≤ 2x (last line)"], rows))
+    print(C.markdown_table(
+        ["command", "median wall", "ratio", "range", "goal ≤ 2x (pytest's last line)",
+         "slow imports (first test to trigger)"], rows))
     print()
     if over:
         print(f"Over the {GOAL:g}x goal: {', '.join(over)}.\n")

@@ -32,9 +32,11 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,6 +47,24 @@ import _common as C  # noqa: E402
 SHAPES: tuple[tuple[int, int], ...] = ((64, 64), (64, 256), (1024, 1024), (4096, 1024))
 RANKS: tuple[int, ...] = (1, 8, 64)
 TOKENS: tuple[int, ...] = (64, 2048)
+
+
+NOTE = """
+The reference computes what peft computes, operator for operator (`base(x) + scaling *
+B(A x)`: one addmm for the base, two rank-r GEMMs, one multiply and one add forward; the same
+backward), so their ratio is 1 within the spread. Both stay above the FLOP bound where the bound
+counts FLOPs that are cheap and misses what is not: the rank-r GEMMs read a whole (tokens, in) or
+(tokens, out) activation for r multiply-adds per element, so they run memory-bound, several
+times slower per FLOP than the base's GEMMs; the multiply by `scaling` and the add each make a
+pass over a (tokens, out) tensor (a fresh allocation every step) that the bound does not count;
+at MiniGPT's widths (64, 256) every operator's fixed cost (dispatch, autograd bookkeeping, a few
+microseconds) outweighs its arithmetic, so no layer of that size gets near its bound. The
+cheapest further step keeps the formula whole: multiply the rank-r activations by `scaling`
+instead of the (tokens, out) output (`F.linear(scaling * F.linear(x, A), B)`, the same product
+by linearity), which turns the two full-size multiplies (forward and backward) into rank-r ones;
+the `scaling at r (sketch)` row measures it in this run. The reference keeps `scaling * B(A x)`,
+as the lab 00 brief, DESIGN.md and peft write it.
+"""
 
 
 def rho(d_in: int, d_out: int, r: int) -> float:
@@ -218,6 +238,72 @@ def verdict(rows: list[Row]) -> str:
     return "The reference's training step is slower than peft's beyond the spread at: " + "; ".join(slower) + "."
 
 
+class ScaledAtR(nn.Module):
+    """The reference's layer with ``scaling`` applied to the rank-r activations: the same
+    product, ``B (scaling * A x)``; a sketch for the note below, not the course's code."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        layer: Any = self.layer
+        down = F.linear(layer.lora_dropout(x), layer.lora_A)  # (..., r)
+        out: Tensor = layer.base(x) + F.linear(layer.scaling * down, layer.lora_B)
+        return out
+
+
+GEMMS = ("aten::mm", "aten::addmm", "aten::bmm")
+ELEMENTWISE = ("aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::copy_", "aten::fill_",
+               "aten::zero_", "aten::div", "aten::sub")
+
+
+def breakdown(d_in: int, d_out: int, tokens: int, r: int, with_peft: bool, steps: int = 5) -> str:
+    """Where a training step's time goes, by torch.profiler: the base's GEMMs, the rank-r GEMMs
+    of the branch, elementwise passes, and the rest (autograd, views, dispatch), per step, as
+    ratios to the base forward. Set beside each part's share of the FLOP bound."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    device = torch.device("cpu")
+    layers = contestants(d_in, d_out, r, device, None, with_peft)
+    x = torch.randn(1, tokens, d_in, requires_grad=True)
+    grad_out = torch.randn(1, tokens, d_out)
+    unit = C.time_interleaved({"base": inference_fn(layers["frozen base"], x)}, repeats=5)["base"].median
+    layers["scaling at r (sketch)"] = ScaledAtR(layers["reference"])
+    rows: list[list[object]] = []
+    for name in ("reference", "peft", "scaling at r (sketch)"):
+        if name not in layers:
+            continue
+        step = training_fn(layers[name], x, grad_out)
+        for _ in range(2):
+            step()
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(steps):
+                step()
+        parts = {"base GEMMs": 0.0, "rank-r GEMMs": 0.0, "elementwise": 0.0, "the rest": 0.0}
+        for e in prof.key_averages(group_by_input_shape=True):
+            us = float(e.self_cpu_time_total)
+            if e.key in GEMMS:
+                dims = [d for shape in e.input_shapes[:3] for d in shape[-2:]]
+                parts["rank-r GEMMs" if r in dims else "base GEMMs"] += us
+            elif e.key in ELEMENTWISE:
+                parts["elementwise"] += us
+            else:
+                parts["the rest"] += us
+        total = sum(parts.values())
+        rows.append([name, *(f"{v / steps / 1e6 / unit:.2f}" for v in parts.values()),
+                     f"{total / steps / 1e6 / unit:.2f}"])
+    p = rho(d_in, d_out, r)
+    rows.append(["FLOP bound", "2.00", f"{3 * p:.3f}", "0", "0", f"{2 + 3 * p:.3f}"])
+    headers = ["training step", "base GEMMs", "rank-r GEMMs", "elementwise", "the rest", "total"]
+    return (
+        f"### Where the time goes: {d_in}→{d_out}, {tokens} tokens, r={r} (torch.profiler, "
+        f"self CPU time per step, in base forwards of {C.fmt_seconds(unit)})\n\n"
+        + C.markdown_table(headers, rows)
+    )
+
+
 def profile(spec: str, tokens: int, r: int, with_peft: bool) -> None:
     """Print torch.profiler's operator table for the reference's (and peft's) training step."""
     from torch.profiler import ProfilerActivity
@@ -292,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr, flush=True)
         print(render(rows, names, device))
         print(f"\n{verdict(rows)}\n")
+        if device.type == "cpu" and not args.quick:
+            print(breakdown(1024, 1024, 2048, 8, with_peft))
+            print(NOTE)
     if len(devices) == 1:
         print("CUDA: skipped (torch.cuda.is_available() is False on this machine).\n")
     return 0

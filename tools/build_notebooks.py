@@ -1906,6 +1906,180 @@ def lab04_merge_for_inference() -> Cells:
     ]
 
 
+# --- lab05: fine-tuning a pretrained MiniGPT -------------------------------------------------
+
+
+def lab05_finetune_minigpt() -> Cells:
+    return [
+        md(
+            """
+            # Lab 05 companion: fine-tuning a pretrained MiniGPT
+
+            A workbench for [Lab 05](05-finetune-minigpt.md). You load the pretrained MiniGPT the
+            course ships, watch it fail the new task, wrap it with **your** LoRA, fine-tune it
+            with **your** `fine_tune`, and read what it writes afterwards. It is not graded:
+            `make test LAB=lab05` grades `src/minituner/finetune.py`.
+
+            On a fresh clone `finetune.py` is a stub, and the first cell that calls it stops with
+            a `NotImplementedError` naming the step to write next. (The course's own self-check
+            runs this notebook against the reference solution.) The whole notebook runs in under
+            a minute on a laptop CPU. Every check prints a `PASS` or `FAIL` line and stops the
+            notebook on a failure.
+            """
+        ),
+        md(
+            """
+            ## Setup
+
+            If `minituner` is not importable yet, the next cell puts the course's `src/` on
+            `sys.path`. It prints which files the code comes from.
+            """
+        ),
+        _find_root_cell(
+            """
+            import copy
+            import time
+
+            import torch
+
+            import minituner.finetune
+            import minituner.lora
+            from minituner import tasks
+            from minituner.finetune import evaluate, fine_tune, make_optimizer, optimizer_state_bytes
+            from minituner.lora import wrap_minigpt_with_lora
+
+            torch.set_num_threads(1)  # the runs are tiny: one thread is as fast, and repeatable
+            """,
+            """
+            print(f"finetune comes from {minituner.finetune.__file__}")
+            print(f"LoRALinear comes from {minituner.lora.__file__}")
+            """,
+        ),
+        md(
+            """
+            ## The pretrained model, and the task it cannot do
+
+            `tools/pretrain_minigpt.py` trained this MiniGPT on lines of the echo game
+            (`hello>hello`) and recorded its held-out loss beside the weights. Asked for pig
+            latin (`hello>` should give `ellohay`), it echoes.
+            """
+        ),
+        code(
+            """
+            pretrained = tasks.load_pretrained()
+            info = tasks.pretrained_info()
+            print(f"parameters: {info['parameters']:,}; held-out loss {info['heldout_loss']:.4f}")
+            split = tasks.pig_latin_task()
+            eval_batch = tasks.collate(split.eval)
+            for word in ["hello", "lora", "minigpt"]:
+                print(f"{word + '>':<10} writes {tasks.complete(pretrained, word + '>')!r:<12} "
+                      f"pig latin is {tasks.pig_latin(word)!r}")
+            before = evaluate(copy.deepcopy(pretrained), eval_batch)
+            check(
+                before.accuracy == 0.0,
+                f"the pretrained model scores {before.accuracy:.3f} exact match on the "
+                f"{len(split.eval)} eval words (loss {before.loss:.2f})",
+                "evaluate must count an example right only when every answer token is right",
+            )
+            """
+        ),
+        md(
+            """
+            ## Wrap with LoRA and fine-tune
+
+            LoRA on every block's six linear layers at r = 4, alpha 16, no dropout; 150 steps of
+            your `fine_tune` (the experiment runs 500 per configuration). The base must not move:
+            the cell snapshots it first.
+            """
+        ),
+        code(
+            """
+            torch.manual_seed(0)  # the initial A of every LoRA layer
+            model = copy.deepcopy(pretrained)
+            wrap_minigpt_with_lora(
+                model, r=4, alpha=16.0, dropout=0.0,
+                target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"),
+            )
+            frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in model.parameters())
+            print(f"trainable: {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
+
+            start = time.perf_counter()
+            history = fine_tune(
+                model, split.train, steps=150, lr=5e-3, batch_size=32, seed=0,
+                eval_batch=eval_batch, eval_every=50, warmup_steps=30,
+            )
+            print(f"150 steps in {time.perf_counter() - start:.1f} s "
+                  f"({1000 * history.seconds_per_step:.1f} ms per step)")
+            for step, result in history.evals:
+                print(f"step {step:3d}: eval loss {result.loss:.3f}, exact match {result.accuracy:.3f}")
+            check(
+                history.evals[-1][1].loss < 0.5 * history.evals[0][1].loss,
+                "the eval loss fell by more than half",
+                "if it did not move, check make_optimizer and train_step",
+            )
+            check(
+                all(torch.equal(model.get_parameter(n), v) for n, v in frozen.items()),
+                "every frozen parameter is bit-for-bit what it was before training",
+                "the optimizer must hold the trainable parameters only",
+            )
+            """
+        ),
+        md(
+            """
+            ## What it writes now
+
+            Greedy decoding, one token at a time, on eval words it never trained on.
+            """
+        ),
+        code(
+            """
+            for example in split.eval[:8]:
+                got = tasks.complete(model, example.prompt)
+                mark = "ok " if got == example.answer else "   "
+                print(f"{mark} {example.prompt:<10} -> {got!r:<14} (pig latin: {example.answer!r})")
+            """
+        ),
+        md(
+            """
+            ## The optimizer's memory, counted
+
+            One step of AdamW on the LoRA factors, and on the whole model for comparison: your
+            `optimizer_state_bytes` against lab 01's 8 bytes per trainable parameter. The
+            difference is AdamW's `step` counters, 4 bytes per parameter tensor.
+            """
+        ),
+        code(
+            """
+            from minituner.finetune import train_step
+
+            # load_pretrained() returns a model whose every parameter trains: full fine-tuning.
+            for name, candidate in [("LoRA", copy.deepcopy(model)), ("full", copy.deepcopy(pretrained))]:
+                optimizer = make_optimizer(candidate, lr=1e-3)
+                train_step(candidate, optimizer, tasks.collate(split.train[:32]))
+                n = sum(p.numel() for p in candidate.parameters() if p.requires_grad)
+                tensors = sum(1 for p in candidate.parameters() if p.requires_grad)
+                measured = optimizer_state_bytes(optimizer)
+                print(f"{name:>4}: {n:>7,} trainable in {tensors:>2} tensors; AdamW state "
+                      f"{measured:>9,} bytes = 8 x {n:,} + 4 x {tensors}")
+                check(measured == 8 * n + 4 * tensors, f"{name}: the state is 8 bytes per "
+                      "parameter plus 4 per tensor", "count numel() * element_size() of every "
+                      "tensor in optimizer.state")
+            """
+        ),
+        md(
+            """
+            ## Next
+
+            Run the full experiment on your code, `make experiment LAB=lab05` (one to two minutes
+            on two cores), read `experiments/05-finetune-minigpt/results.md` against Tables 5 and
+            6 of the paper (`theory/08-what-the-paper-measured.md`), and fill in
+            `experiments/05-finetune-minigpt/notes.md`.
+            """
+        ),
+    ]
+
 # --- the registry ----------------------------------------------------------------------------
 
 NOTEBOOKS: dict[str, Builder] = {
@@ -1914,6 +2088,7 @@ NOTEBOOKS: dict[str, Builder] = {
     "02-wrapping-minigpt": lab02_wrapping_minigpt,
     "03-adapter-checkpoints": lab03_adapter_checkpoints,
     "04-merge-for-inference": lab04_merge_for_inference,
+    "05-finetune-minigpt": lab05_finetune_minigpt,
 }
 
 

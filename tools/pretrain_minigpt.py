@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -61,6 +62,7 @@ def lr_at(step: int) -> float:
     if step < WARMUP_STEPS:
         return PEAK_LR * (step + 1) / WARMUP_STEPS
     progress = (step - WARMUP_STEPS) / (STEPS - WARMUP_STEPS)
+    # A float32 cosine, as the shipped checkpoint was made with: keep it, or a rerun differs.
     return PEAK_LR * 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * progress)).item())
 
 
@@ -75,8 +77,6 @@ def game_accuracy(model: torch.nn.Module, examples: list[tasks.Example]) -> floa
 
 def measure(model: torch.nn.Module) -> dict[str, float]:
     """The held-out loss, and the accuracy at each game and at the downstream task."""
-    import random
-
     rng = random.Random(tasks.HELDOUT_SEED + 100)
     words = [tasks.random_word(rng) for _ in range(ACCURACY_WORDS)]
     out = {"heldout_loss": tasks.heldout_loss(model, heldout_examples())}
@@ -108,7 +108,7 @@ def pretrain() -> tuple[torch.nn.Module, float]:
             per_token = F.cross_entropy(logits.transpose(1, 2), batch.targets, reduction="none")
             loss = (per_token * batch.loss_mask).sum() / batch.loss_mask.sum()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call,unused-ignore]
             optimizer.step()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -376,6 +376,7 @@ class Grader:
         self.labs = self.course.available_labs
         if not self.labs:
             raise GradeError("course.toml marks no lab `available = true`: nothing to grade")
+        sandbox.sweep_stale()
         try:
             self.files = sandbox.snapshot(self.course)
         except (OSError, sandbox.SandboxError) as err:
@@ -430,7 +431,7 @@ class Grader:
         outcomes, problems, log = self._run(files, started)
         notes = {lab.id: notes_scores(lab, path) for lab in self.graded}
         labs, tests = score(self.graded, self.baseline, outcomes, notes)
-        return Grade(name or path.name, tuple(labs), tuple(tests), tuple(files.values()),
+        return Grade(name or path.resolve().name, tuple(labs), tuple(tests), tuple(files.values()),
                      tuple(problems), log, time.monotonic() - started)
 
     def _run(self, files: Mapping[str, LabFile], started: float) -> tuple[dict[str, tuple[str, str]], list[str], str]:
@@ -466,6 +467,9 @@ class Grader:
                 break
             crashed = self._running_lab(session, to_run)
             to_run = [lab for lab in to_run if lab is not crashed]
+            if deadline - time.monotonic() < 5.0:
+                problems[-1] += "; no time was left to run the other labs again without it"
+                break
             problems[-1] += f"; {crashed.id} scores zero and the other labs ran again without it"
         return outcomes, problems, "\n".join(logs)
 
@@ -530,6 +534,7 @@ def grade_all(grader: Grader, folder: Path, jobs: int, progress: bool = True) ->
     started = time.monotonic()
     grades: dict[str, Grade] = {}
     errors: dict[str, str] = {}
+    sandbox.CANCEL.clear()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures: dict[Future[Grade], Path] = {pool.submit(grader.grade, p): p for p in paths}
         bar = tqdm(total=len(paths), unit="sub", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -542,6 +547,11 @@ def grade_all(grader: Grader, folder: Path, jobs: int, progress: bool = True) ->
                     errors[path.name] = f"{type(err).__name__}: {err}"
                 bar.set_postfix_str(path.name[:20], refresh=False)
                 bar.update(1)
+        except KeyboardInterrupt:  # stop the running sessions too, then give up
+            sandbox.CANCEL.set()
+            for future in futures:
+                future.cancel()
+            raise
         finally:
             bar.close()
     return Batch(dict(sorted(grades.items())), dict(sorted(errors.items())), time.monotonic() - started)
@@ -649,7 +659,21 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
                    "for testing the sandbox, never for real grading")
 
 
+def _interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so a terminated grader still kills its sessions and
+    removes its scratch folders."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def make_grader(args: argparse.Namespace, course: Course | None = None) -> Grader:
+    _interrupt_on_sigterm()
     course = course or load_course()
     notices: list[str] = []
     user = resolve_user(args.user, sys.executable, notices)

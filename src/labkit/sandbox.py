@@ -38,6 +38,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,11 @@ sys.argv = ["pytest", *sys.argv[4:]]
 import pytest
 raise SystemExit(pytest.main())
 """
+
+
+#: Set to stop every running session at once (grade-all sets it on Ctrl-C: the sessions run in
+#: sessions of their own, so the terminal's interrupt never reaches them).
+CANCEL = threading.Event()
 
 
 class SandboxError(RuntimeError):
@@ -194,9 +200,36 @@ class Scratch:
         shutil.rmtree(self.root, onerror=writable)
 
 
+SCRATCH_PREFIX = "labkit-grade-"
+
+
+def sweep_stale(folder: Path | None = None) -> int:
+    """Remove the scratch folders of graders that died without cleaning up (killed by SIGKILL,
+    say); a folder's name carries its grader's process id. Returns how many it removed."""
+    folder = folder or Path(tempfile.gettempdir())
+    removed = 0
+    for path in folder.glob(f"{SCRATCH_PREFIX}*-*"):
+        try:
+            pid = int(path.name[len(SCRATCH_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or not path.is_dir() or path.stat().st_uid != os.geteuid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # that grader still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        Scratch(path).cleanup()
+        removed += 1
+    return removed
+
+
 def make_scratch(files: CourseFiles, lab_files: Mapping[str, bytes], uid: int | None) -> Scratch:
     """Write the course and the submission's lab files into a fresh folder, then lock it."""
-    scratch = Scratch(Path(tempfile.mkdtemp(prefix="labkit-grade-")))
+    scratch = Scratch(Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")))
     try:
         os.chmod(scratch.root, 0o755)
         content = dict(files.files)
@@ -475,7 +508,7 @@ def run_session(
             if exited_at is None and _exited(process.pid):
                 exited_at = now
                 _kill_group(process.pid)  # whatever it left behind in its group goes with it
-            if exited_at is None and now >= deadline:
+            if exited_at is None and (now >= deadline or CANCEL.is_set()):
                 timed_out = True
                 _kill_group(process.pid)
                 exited_at = now
@@ -520,6 +553,8 @@ def run_session(
 def _judge(
     session: Session, report: _Report, scratch: Scratch, budget: float, limits: Limits, collect_only: bool
 ) -> str | None:
+    if session.timed_out and CANCEL.is_set():
+        return "grading was cancelled"
     if session.timed_out:
         return f"the tests did not finish within the {budget:.0f} s limit (an endless loop, or far too slow)"
     changed = tampered(scratch)

@@ -5,7 +5,8 @@ imports or runs it. A file is refused, with the line and the reason, when it
 
 - imports a module outside the allowlist its labs state (``allowed_imports`` in course.toml, the
   union over the labs that list the file), or uses ``from X import *``;
-- uses a dynamic escape hatch: ``eval``, ``exec``, ``compile``, ``open``, ``__import__``,
+- uses a dynamic escape hatch: ``eval``, ``exec``, ``compile``, ``__import__``, ``open`` (unless
+  its labs grant file access: ``pathlib`` or ``os`` among their imports),
   ``globals()``/``locals()``/``vars()``, a ``getattr`` whose attribute name is computed, dunder
   walks (``__class__.__subclasses__``, ``__globals__``, ``__builtins__``, ``__code__`` ...), frame
   and code objects (``f_globals``, ``f_back``, ``tb_frame`` ...), or reaches ``sys``, ``os``
@@ -41,7 +42,8 @@ _BANNED_BUILTINS = {
     "eval": "eval runs code built from a string",
     "exec": "exec runs code built from a string",
     "compile": "compile builds code from a string",
-    "open": "open reads and writes files outside your lab: the tests hand you what you need",
+    "open": "open reads and writes files, which this lab's files may not do (its allowed_imports "
+            "grant no file access)",
     "__import__": "__import__ imports modules by computed name",
     "globals": "globals() exposes and rewrites module namespaces",
     "locals": "locals() exposes and rewrites namespaces",
@@ -167,6 +169,9 @@ _OS_SAFE = {
     "path", "fspath", "PathLike", "sep", "altsep", "linesep", "pathsep", "curdir", "pardir",
     "extsep", "makedirs", "getcwd", "fsencode", "fsdecode", "listdir", "scandir", "stat",
 }
+
+#: Modules that grant file access: a file whose labs allow one of them may also call open().
+_FILE_MODULES = frozenset({"pathlib", "os", "io"})
 
 #: Calls that may take a class (``nn.Linear``) as an argument.
 _CLASS_ARG_CALLS = {"isinstance", "issubclass", "print", "repr", "str", "cast", "TypeVar", "NewType"}
@@ -360,6 +365,8 @@ class _Vetter(ast.NodeVisitor):
 
     def visit_Name(self, node: ast.Name) -> None:
         why = _BANNED_BUILTINS.get(node.id)
+        if node.id == "open" and self.allowed & _FILE_MODULES:
+            why = None  # the file's labs may read and write files anyway (pathlib, os)
         if why and node.id not in self.imported:
             self.refuse(node, f"{why}; the grader refuses it")
         elif _dunder(node.id) and node.id not in _SAFE_DUNDER_NAMES and node.id not in _BANNED_BUILTINS:

@@ -23,15 +23,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
 from minituner import tasks
 from minituner.memory import PeakMemory, tensor_bytes
@@ -149,7 +152,7 @@ def run_one(
     eval_batch: tasks.Batch,
     steps: int,
     device: torch.device,
-    bar: tqdm[Any],
+    progress: _Progress,
 ) -> RunResult:
     from minituner.finetune import fine_tune, make_optimizer, optimizer_state_bytes, train_step
 
@@ -165,11 +168,10 @@ def run_one(
     state_bytes = optimizer_state_bytes(optimizer)
     del probe, optimizer
 
-    bar.set_postfix_str(spec.name)
     history = fine_tune(
         model, split.train, steps=steps, lr=spec.lr, batch_size=BATCH_SIZE, seed=SEED,
         eval_batch=eval_batch, eval_every=EVAL_EVERY, warmup_steps=min(WARMUP_STEPS, steps),
-        on_step=lambda step, loss: bar.update(1),
+        on_step=lambda step, loss: progress.update(1),
     )
     final = history.evals[-1][1]
     return RunResult(
@@ -198,7 +200,8 @@ def tables_markdown(results: list[RunResult], base: dict[str, float], meta: dict
         f"{meta['steps']} steps per run, batch {BATCH_SIZE}, AdamW, warm-up {WARMUP_STEPS} steps "
         f"then cosine decay; LoRA: alpha = {ALPHA:g} at every rank, dropout {LORA_DROPOUT:g}, "
         f"lr {LORA_LR:g}; full fine-tuning: lr {FULL_LR:g}. Device: {meta['device']}, "
-        f"torch {meta['torch']}, {meta['threads']} CPU thread(s). Whole experiment: "
+        f"torch {meta['torch']}, {meta['workers']} worker process(es) of one thread. Whole "
+        f"experiment: "
         f"{meta['seconds']:.0f} s.",
         "",
         f"Before fine-tuning, the pretrained model scores {base['accuracy']:.3f} exact match "
@@ -290,12 +293,76 @@ def choose_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class _Progress:
+    """Counts finished steps, in this process or, through a shared counter, in the workers."""
+
+    def __init__(self, counter: Any = None, bar: Any = None) -> None:
+        self.counter = counter
+        self.bar = bar
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.counter is not None:
+            with self.counter.get_lock():
+                self.counter.value += n
+
+
+_WORKER_PROGRESS = _Progress()
+
+
+def _init_worker(counter: Any) -> None:
+    # One thread per worker: the runs are too small for two threads to help, and a run's
+    # arithmetic (so its result) does not then depend on the machine's number of cores.
+    torch.set_num_threads(1)
+    global _WORKER_PROGRESS
+    _WORKER_PROGRESS = _Progress(counter=counter)
+
+
+def _run_in_worker(spec: RunSpec, steps: int) -> RunResult:
+    split = tasks.pig_latin_task()
+    return run_one(spec, tasks.load_pretrained(), split, tasks.collate(split.eval), steps,
+                   torch.device("cpu"), _WORKER_PROGRESS)
+
+
+def run_all(specs: list[RunSpec], steps: int, device: torch.device, workers: int) -> list[RunResult]:
+    """Every run, with one progress bar over all their steps. On the CPU with ``workers > 1``,
+    the runs share out over that many processes of one thread each."""
+    total = steps * len(specs)
+    with tqdm(total=total, desc="lab05 experiment", unit="step") as bar:
+        if device.type != "cpu" or workers <= 1:
+            threads = torch.get_num_threads()
+            if device.type == "cpu":
+                torch.set_num_threads(1)  # as in the workers: the same arithmetic, the same result
+            try:
+                split = tasks.pig_latin_task()
+                pretrained, eval_batch = tasks.load_pretrained(), tasks.collate(split.eval)
+                progress = _Progress(bar=bar)
+                return [run_one(s, pretrained, split, eval_batch, steps, device, progress)
+                        for s in specs]
+            finally:
+                torch.set_num_threads(threads)
+        context = multiprocessing.get_context("spawn")
+        counter = context.Value("i", 0)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(counter,)) as pool:
+            futures = [pool.submit(_run_in_worker, spec, steps) for spec in specs]
+            while not all(f.done() for f in futures):
+                time.sleep(0.2)
+                bar.update(counter.value - bar.n)
+            bar.update(total - bar.n)
+            return [f.result() for f in futures]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=STEPS, help=f"steps per run (default {STEPS})")
     parser.add_argument("--quick", action="store_true",
                         help="20 steps per run and no files written unless --out is given")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="CPU only: processes to share the runs between, one thread each "
+                        "(default: 2, or 1 on a one-core machine)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"where to write the results (default {OUT.relative_to(ROOT)})")
     args = parser.parse_args(argv)
@@ -304,22 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     device = choose_device(args.device)
 
     start = time.perf_counter()
-    pretrained = tasks.load_pretrained()
     split = tasks.pig_latin_task()
-    eval_batch = tasks.collate(split.eval)
     from minituner.finetune import evaluate
 
-    before = evaluate(copy.deepcopy(pretrained).to(device), eval_batch)
+    before = evaluate(tasks.load_pretrained().to(device), tasks.collate(split.eval))
     specs = run_specs()
-    results: list[RunResult] = []
-    with tqdm(total=steps * len(specs), desc="lab05 experiment", unit="step") as bar:
-        for spec in specs:
-            results.append(run_one(spec, pretrained, split, eval_batch, steps, device, bar))
+    results = run_all(specs, steps, device, args.workers)
     seconds = time.perf_counter() - start
 
     meta = {
         "steps": steps, "device": str(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "seconds": seconds, "eval_examples": len(split.eval),
+        "workers": args.workers if device.type == "cpu" else 1, "seconds": seconds,
+        "eval_examples": len(split.eval),
     }
     base = {"loss": before.loss, "accuracy": before.accuracy}
     text = tables_markdown(results, base, meta)

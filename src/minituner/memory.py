@@ -41,7 +41,7 @@ def tensor_bytes(module: nn.Module) -> int:
     return total
 
 
-class PeakMemory(TorchDispatchMode):
+class PeakMemory(TorchDispatchMode):  # type: ignore[no-untyped-call,misc,unused-ignore]
     """Counts the bytes of tensor storages alive while active; ``peak`` is the most at once.
 
     Args:
@@ -50,7 +50,7 @@ class PeakMemory(TorchDispatchMode):
     """
 
     def __init__(self, baseline: int = 0) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self.baseline = baseline
         self.current = baseline
         self.peak = baseline

@@ -63,7 +63,6 @@ REFUSED = {
     "__builtins__": "__builtins__['len'] = None\n",
     "eval": "eval('1 + 1')\n",
     "exec as a value": "run = exec\n",
-    "open": "open('tests/test_lab00_lora_linear.py', 'w')\n",
     "computed getattr": "def f(o, name):\n    return getattr(o, name)\n",
     "getattr of a dunder": "g = getattr(print, '__self__')\n",
     "a module as a value": "import torch\ndef patch(m):\n    m.allclose = None\npatch(torch)\n",
@@ -111,6 +110,12 @@ ACCEPTED = {
     ),
     "a syntax error (the tests report it)": "def f(:\n",
 }
+
+
+def test_static_check_allows_open_only_where_the_lab_grants_file_access() -> None:
+    source = b"with open('adapter_config.json', 'w') as handle:\n    handle.write('{}')\n"
+    assert vet_source(source, "counting.py", ["math", "torch"], "minituner")
+    assert not vet_source(source, "checkpoint.py", ["json", "pathlib", "torch"], "minituner")
 
 
 @pytest.mark.parametrize("source", list(REFUSED.values()), ids=list(REFUSED))

@@ -47,8 +47,15 @@ PEFT_MISSING = (
 )
 
 
-def _peft_importable() -> bool:
-    return importlib.util.find_spec("peft") is not None
+def _peft_import_error() -> str | None:
+    """None when peft imports; else why not."""
+    if importlib.util.find_spec("peft") is None:
+        return PEFT_MISSING
+    try:
+        import peft  # noqa: F401
+    except Exception as err:  # a broken install is as good as none, and says why
+        return f"peft is installed but does not import ({type(err).__name__}: {err})"
+    return None
 
 
 def test_peft_is_installed_in_ci() -> None:
@@ -56,13 +63,15 @@ def test_peft_is_installed_in_ci() -> None:
     not a silent skip of every cross-check below."""
     if os.environ.get("CI", "").lower() != "true":
         pytest.skip("not in CI (CI != true): a missing peft only skips the cross-checks here")
-    assert _peft_importable(), f"CI=true but {PEFT_MISSING}; the cross-checks did not run"
+    problem = _peft_import_error()
+    assert problem is None, f"CI=true, but {problem}: the peft cross-checks did not run"
 
 
 @pytest.fixture(scope="module")
 def peft() -> ModuleType:
-    if not _peft_importable():
-        pytest.skip(PEFT_MISSING)
+    problem = _peft_import_error()
+    if problem is not None:
+        pytest.skip(problem)
     import peft as peft_module
 
     return peft_module

@@ -1,0 +1,156 @@
+"""Fine-tuning a MiniGPT: the training loop LoRA was made for.
+
+Lab 05 writes these functions (labs/05-finetune-minigpt.md). Together they fine-tune a model on
+the task of ``minituner.tasks`` and measure it:
+
+- step A, ``make_optimizer``: AdamW over the parameters that train, and those only;
+- step B, ``answer_loss``: the cross-entropy of the answer's tokens, never the prompt's or the
+  padding's;
+- step C, ``train_step``: one update: clear the gradients, forward, loss, backward, step;
+- step D, ``evaluate``: the loss and the exact-match accuracy, without touching the model;
+- step E, ``fine_tune``: the loop, repeatable from its seed;
+- step F, ``optimizer_state_bytes``: the memory the optimizer really holds.
+
+They work on any model that maps token ids ``(B, T)`` to logits ``(B, T, V)``: a MiniGPT with
+LoRA on some of its layers, or without LoRA for full fine-tuning. ``learning_rate`` is given.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minituner.tasks import Batch, Example, sample_batch
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a model does on a batch of examples.
+
+    Attributes:
+        loss: the mean cross-entropy over the scored tokens (``answer_loss``), a float.
+        accuracy: the share of examples whose every scored token is predicted right, in [0, 1].
+    """
+
+    loss: float
+    accuracy: float
+
+
+@dataclass
+class History:
+    """What ``fine_tune`` saw.
+
+    Attributes:
+        train_loss: the loss of every step, in order (``len(train_loss) == steps``).
+        evals: ``(step, Evaluation)`` pairs, at step 0 (before training), every ``eval_every``
+            steps and after the last step; empty when there is no eval batch.
+        seconds_per_step: the mean wall time of one ``train_step``, evaluations left out.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    evals: list[tuple[int, Evaluation]] = field(default_factory=list)
+    seconds_per_step: float = 0.0
+
+
+def learning_rate(step: int, steps: int, peak_lr: float, warmup_steps: int) -> float:
+    """The learning rate of step ``step`` (0-based) of ``steps``: a linear warm-up to ``peak_lr``
+    over ``warmup_steps`` steps, then a cosine decay towards 0 at the last step. Given code."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """An AdamW optimizer over the parameters of ``model`` that require grad, and no other.
+
+    A frozen parameter gets no gradient, so AdamW would leave it alone anyway, unless weight
+    decay is on (decoupled decay shrinks every parameter it holds, gradient or not). Handing
+    AdamW only the trainable ones is also what keeps its state small: it allocates two running
+    means for every parameter it holds (lab 01).
+
+    Raises:
+        ValueError: no parameter of ``model`` requires grad (the message says so).
+    """
+    raise NotImplementedError("lab05 step A: AdamW over the parameters that require grad, and none other. See labs/05-finetune-minigpt.md")
+
+
+def answer_loss(logits: Tensor, targets: Tensor, loss_mask: Tensor) -> Tensor:
+    """The mean cross-entropy of the scored tokens: those where ``loss_mask`` is 1.
+
+    Shapes: logits: (B, T, V), targets: (B, T) token ids, loss_mask: (B, T) of 0.0 and 1.0
+    -> a scalar tensor, differentiable with respect to ``logits``.
+
+    The prompt (random letters nobody can predict) and the padding are not scored: the loss is
+    the sum over scored tokens divided by the number of scored tokens.
+    """
+    raise NotImplementedError("lab05 step B: cross-entropy per token, then the mean over the scored tokens only. See labs/05-finetune-minigpt.md")
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> float:
+    """One update of ``model`` on ``batch``; returns the loss before the update, as a float.
+
+    Puts ``model`` in training mode, moves ``batch`` to the model's device, clears the gradients
+    of the previous step, computes ``answer_loss`` of the model's logits, backpropagates and
+    lets ``optimizer`` take its step.
+    """
+    raise NotImplementedError("lab05 step C: train mode, clear old gradients, forward, loss, backward, step. See labs/05-finetune-minigpt.md")
+
+
+def evaluate(model: nn.Module, batch: Batch) -> Evaluation:
+    """The loss and exact-match accuracy of ``model`` on ``batch``, in eval mode, with no gradient.
+
+    An example is right when, at every scored position, the most likely next token is the
+    target: exactly the condition for greedy decoding to write the whole answer and its newline.
+    Changes no weight and computes no gradient. The model is left in eval mode.
+    """
+    raise NotImplementedError("lab05 step D: eval mode and no_grad; loss and exact match over the scored tokens. See labs/05-finetune-minigpt.md")
+
+
+def fine_tune(
+    model: nn.Module,
+    train: Sequence[Example],
+    steps: int,
+    lr: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    eval_batch: Batch | None = None,
+    eval_every: int = 0,
+    warmup_steps: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> History:
+    """Fine-tune ``model`` for ``steps`` steps on batches drawn from ``train``.
+
+    A run is a function of its arguments: the batches come from ``sample_batch`` with a
+    ``torch.Generator`` seeded with ``seed``, never from torch's global generator, so the same
+    model and the same arguments give the same run, bit for bit (on the same machine). The
+    learning rate of each step is ``learning_rate(step, steps, lr, warmup_steps)``.
+
+    With ``eval_batch``, evaluates at step 0, every ``eval_every`` steps (when > 0) and after
+    the last step, and leaves the model in training mode. ``on_step(step, loss)`` is called after
+    every step (a progress bar, say), with ``step`` counted from 1.
+
+    Returns:
+        The ``History`` of the run.
+    """
+    raise NotImplementedError("lab05 step E: a seeded generator for the batches; step, record, evaluate. See labs/05-finetune-minigpt.md")
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """The bytes of every tensor ``optimizer`` keeps in its state, counted from the tensors.
+
+    For AdamW that is, per parameter it holds, ``exp_avg`` and ``exp_avg_sq`` (the parameter's
+    shape and dtype) and ``step`` (a one-element tensor): lab 01's closed form counts the first
+    two. Zero before the first step, when the state is still empty.
+    """
+    raise NotImplementedError("lab05 step F: sum numel * element_size over the tensors of optimizer.state. See labs/05-finetune-minigpt.md")
