@@ -170,11 +170,15 @@ def time_interleaved(
     min_sample_s: float = 0.02,
     warmup: int = 2,
     device: torch.device | None = None,
+    budget_s: float = 0.0,
+    max_repeats: int = 41,
 ) -> dict[str, Timing]:
     """Time each callable side by side: ``repeats`` rounds, each running every contestant once.
 
     A sample runs its callable enough times in a row to last about ``min_sample_s`` (calibrated
     once per contestant after ``warmup`` calls), so a fast call is not lost in the timer's noise.
+    When the rounds are fast, more are run (up to ``max_repeats``) until ``budget_s`` seconds
+    have gone: cheap cases get more rounds, hence a steadier median, at little cost.
     Returns seconds per call. On CUDA, each sample is closed by a synchronize.
     """
     loops: dict[str, int] = {}
@@ -188,7 +192,12 @@ def time_interleaved(
         once = max(time.perf_counter() - t0, 1e-7)
         loops[name] = max(1, min(10_000, round(min_sample_s / once)))
     samples: dict[str, list[float]] = {name: [] for name in contestants}
-    for _ in range(repeats):
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (
+        rounds < max_repeats and time.perf_counter() - start < budget_s
+    ):
+        rounds += 1
         for name, fn in contestants.items():
             n = loops[name]
             _sync(device)

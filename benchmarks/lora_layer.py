@@ -174,7 +174,7 @@ def measure(
     train = {name: training_fn(layer, x, grad_out) for name, layer in layers.items()}
     both: dict[str, Callable[[], object]] = {f"i:{k}": v for k, v in infer.items()}
     both.update({f"t:{k}": v for k, v in train.items()})
-    times = C.time_interleaved(both, repeats=repeats, device=device)
+    times = C.time_interleaved(both, repeats=repeats, device=device, budget_s=2.0)
     return Row(
         d_in, d_out, tokens, r, times["i:frozen base"],
         {k[2:]: v for k, v in times.items() if k.startswith("i:")},
@@ -356,13 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     print("## One LoRA layer: time against the FLOP bound (`benchmarks/lora_layer.py`)\n")
     print("\n".join(C.header_lines(threads)))
     print(
-        "\nEvery time is a ratio to the frozen base's forward on the same input (`base fwd`, the "
-        "median over the repeats); `±` is the interquartile range over the repeats, as a share "
-        "of the median. `inf` = a forward under no_grad; `train` = forward + backward with the "
-        "input requiring grad. Bounds in the same unit: inference 1 + rho, training 2 + 3 rho, "
-        "with rho = r (d_in + d_out) / (d_in d_out); frozen base training 2, full fine-tuning 3. "
-        f"{args.repeats} interleaved repeats. Learner: {learner_note}. "
-        f"peft: {C.peft_version() or C.peft_missing_reason()}.\n"
+        "\nEvery time is a ratio to the frozen base's forward on the same input (`base fwd`: its "
+        "median time per call). The contestants run side by side, in turn, in each repeat; a "
+        "ratio is taken within each repeat, and the table gives the median over the repeats, "
+        "`±` the interquartile range of the ratios as a share of that median. `ref/peft` is the "
+        "reference's time over peft's, likewise. `inf` = a forward under no_grad; `train` = "
+        "forward + backward with the input requiring grad (the optimizer step left out). Bounds "
+        "in the same unit: inference 1 + rho, training 2 + 3 rho, with rho = r (d_in + d_out) / "
+        "(d_in d_out); frozen base training 2, full fine-tuning 3. "
+        f"At least {args.repeats} repeats (up to 41 while a case takes under 2 s). "
+        f"Learner: {learner_note}. peft: {C.peft_version() or C.peft_missing_reason()}.\n"
     )
     for device in devices:
         rows: list[Row] = []

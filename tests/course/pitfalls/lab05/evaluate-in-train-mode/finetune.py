@@ -106,7 +106,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch)
     optimizer.zero_grad(set_to_none=True)
     logits = model(batch.inputs)  # (B, T, V)
     loss = answer_loss(logits, batch.targets, batch.loss_mask)
-    loss.backward()
+    # loss.backward(), in its typed spelling: mypy --strict rejects the untyped Tensor.backward.
+    torch.autograd.backward(loss)
     optimizer.step()
     return loss.item()
     # <<< lab05 step C
