@@ -42,7 +42,7 @@ status: $(STAMP)
 
 test: $(STAMP)
 	@test -n "$(LAB)" || { echo "usage: make test LAB=lab00   (labs: make status)"; exit 2; }
-	$(PY) -m pytest -m $(LAB)
+	$(PY) -m pytest -m $(LAB) --tb=short
 
 stubs: $(STAMP)
 	$(PY) -m labkit stubs $(if $(FORCE),--force,)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
+import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -152,6 +154,23 @@ class Timing:
         return self.iqr / self.median if self.median > 0 else 0.0
 
 
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median: the order statistics that a
+    binomial(n, 1/2) count puts the median between with probability at least ``level``."""
+    xs = sorted(values)
+    n = len(xs)
+    k = 0  # the largest k with P(Binomial(n, 1/2) < k) <= (1 - level) / 2
+    tail = 0.0
+    while k < n // 2:
+        tail_next = tail + math.comb(n, k) / 2**n
+        if tail_next > (1.0 - level) / 2:
+            break
+        tail = tail_next
+        k += 1
+    k = max(k, 1)
+    return xs[k - 1], xs[n - k]
+
+
 def paired_ratio(a: Timing, b: Timing) -> Timing:
     """``a / b`` round by round (the two were timed side by side in each round): a slow spell of
     the machine that hits both cancels out. Its median and spread are those of the ratios."""
@@ -173,7 +192,8 @@ def time_interleaved(
     budget_s: float = 0.0,
     max_repeats: int = 41,
 ) -> dict[str, Timing]:
-    """Time each callable side by side: ``repeats`` rounds, each running every contestant once.
+    """Time each callable side by side: ``repeats`` rounds, each running every contestant once,
+    in an order shuffled anew for each round.
 
     A sample runs its callable enough times in a row to last about ``min_sample_s`` (calibrated
     once per contestant after ``warmup`` calls), so a fast call is not lost in the timer's noise.
@@ -192,13 +212,19 @@ def time_interleaved(
         once = max(time.perf_counter() - t0, 1e-7)
         loops[name] = max(1, min(10_000, round(min_sample_s / once)))
     samples: dict[str, list[float]] = {name: [] for name in contestants}
+    names = list(contestants)
+    shuffler = random.Random(0)
     start = time.perf_counter()
     rounds = 0
     while rounds < repeats or (
         rounds < max_repeats and time.perf_counter() - start < budget_s
     ):
+        # A fresh order every round (seeded: the same on every run): no contestant always runs
+        # right after the same other one, whose freed memory or warm caches it would inherit.
+        order = shuffler.sample(names, len(names))
         rounds += 1
-        for name, fn in contestants.items():
+        for name in order:
+            fn = contestants[name]
             n = loops[name]
             _sync(device)
             t0 = time.perf_counter()

@@ -108,12 +108,12 @@ def next_step(course: Course, statuses: list[LabStatus], run: Run) -> str:
 
 def render(course: Course, statuses: list[LabStatus], run: Run) -> str:
     done = {st.lab.id: st for st in statuses}
-    header = f"{'lab':<6} {'title':<30} {'tests':>7}  {'notes':>7}  {'points':>11}  state"
+    header = f"{'lab':<6} {'title':<34} {'tests':>7}  {'notes':>7}  {'points':>11}  state"
     lines = [course.title, "", header, "-" * len(header)]
     for lab in course.labs:
         st = done.get(lab.id)
         if st is None:
-            lines.append(f"{lab.id:<6} {lab.title:<30} {'-':>7}  {'-':>7}  {'-':>11}  not available yet")
+            lines.append(f"{lab.id:<6} {lab.title:<34} {'-':>7}  {'-':>7}  {'-':>11}  not available yet")
             continue
         good = sum(r.in_range for r in st.readings)
         notes = f"{good}/{len(st.readings)}" if st.readings else "-"
@@ -122,7 +122,7 @@ def render(course: Course, statuses: list[LabStatus], run: Run) -> str:
             state = "not started"
         points = f"{st.points:.1f}/{lab.points:g}"
         lines.append(
-            f"{lab.id:<6} {lab.title:<30} {st.passed:>3}/{st.total:<3}  {notes:>7}  {points:>11}  {state}"
+            f"{lab.id:<6} {lab.title:<34} {st.passed:>3}/{st.total:<3}  {notes:>7}  {points:>11}  {state}"
         )
     if run.timed_out:
         lines.append("")
