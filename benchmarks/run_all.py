@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "Written by `make bench` (`benchmarks/run_all.py`); every number below was measured in "
         "this one run, on this machine. Quote them with this label:",
         "",
-        *C.header_lines(threads),
+        *C.header_lines(threads, allocator=False),
         f"- load average before / after the run: {load_before} → {load_average()}",
         f"- benchmark wall times: {', '.join(timings)}",
     ]
