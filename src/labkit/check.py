@@ -133,7 +133,17 @@ def _judge(course: Course, case: Case) -> list[str]:
     rel = case.folder.relative_to(course.root)
     if not course.lab(case.lab).available:
         return []
-    run = run_pytest(course.root, ["-q", "-m", case.lab], impl=str(case.folder))
+    # A case holds only the files its mistake lives in; the other lab files (a later lab's
+    # earlier work) come from the reference, so one lab's bug is judged on its own.
+    scratch = Path(tempfile.mkdtemp(prefix="labkit-case-"))
+    try:
+        for name in course.lab_files:
+            own, ref = case.folder / name, course.solutions_dir / name
+            if own.is_file() or ref.is_file():
+                shutil.copyfile(own if own.is_file() else ref, scratch / name)
+        run = run_pytest(course.root, ["-q", "-m", case.lab], impl=str(scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     problems = _session_problem(run, str(rel))
     if problems:
         return problems

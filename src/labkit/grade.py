@@ -63,15 +63,6 @@ class LabFile:
     refusals: tuple[str, ...] = ()
 
 
-def placeholder(name: str, labs: Iterable[str], reason: str) -> bytes:
-    """A module that fails to import, saying why, so only the labs that need it fail."""
-    message = f"{reason}; the tests of {', '.join(labs)} need it"
-    return (
-        f'"""Placeholder the grader wrote for {name}."""\n\n'
-        f"raise ImportError({message!r})\n"
-    ).encode("utf-8")
-
-
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
@@ -107,7 +98,7 @@ def read_lab_files(course: Course, path: Path, static_check: bool = True) -> dic
             data = source.read_bytes()
         if reason:
             status = "missing" if "has no" in reason else "refused"
-            out[name] = LabFile(name, status, placeholder(name, labs, reason), reason)
+            out[name] = LabFile(name, status, overlay.placeholder(name, labs, reason), reason)
             continue
         refusals = (
             tuple(str(r) for r in vet_source(data, name, course.allowed_imports_for(name), course.package))
@@ -116,7 +107,7 @@ def read_lab_files(course: Course, path: Path, static_check: bool = True) -> dic
         if refusals:
             more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
             reason = f"the grader refused {name}: {refusals[0]}{more}"
-            out[name] = LabFile(name, "refused", placeholder(name, labs, reason), reason, refusals)
+            out[name] = LabFile(name, "refused", overlay.placeholder(name, labs, reason), reason, refusals)
         else:
             out[name] = LabFile(name, "submitted", data)
     return out
@@ -391,7 +382,7 @@ class Grader:
         """Collect the course's own tests once (``--collect-only``, with every lab file a
         placeholder): their ids, labs and order, and which skip markers skip them here."""
         lab_files = {
-            name: placeholder(name, [lab.id for lab in self.course.labs_for_file(name)], f"no {name}")
+            name: overlay.placeholder(name, [lab.id for lab in self.course.labs_for_file(name)], f"no {name}")
             for name in self.course.lab_files
         }
         scratch = sandbox.make_scratch(self.files, lab_files, self._uid())
@@ -760,6 +751,6 @@ def add_commands(sub: Any) -> None:
 
 __all__ = [
     "Baseline", "Batch", "Grade", "GradeError", "Grader", "LabFile", "LabGrade", "TestScore",
-    "add_commands", "batch_summary", "format_table", "grade_all", "placeholder", "read_lab_files",
+    "add_commands", "batch_summary", "format_table", "grade_all", "read_lab_files",
     "results_json", "summary_text", "write_outputs",
 ]

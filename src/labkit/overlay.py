@@ -19,6 +19,7 @@ import importlib.util
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +28,14 @@ from labkit.manifest import Course
 LEARNER = "learner"
 REFERENCE = "reference"
 
-_MISSING_TEMPLATE = '''"""Placeholder: the submission has no {name}."""
 
-raise ImportError(
-    "the submission has no {name} (looked in {where}); "
-    "the tests of {labs} need it: add the file and run them again"
-)
-'''
+def placeholder(name: str, labs: Iterable[str], reason: str) -> bytes:
+    """A module that fails to import, saying why, so only the labs that need it fail."""
+    message = f"{reason}; the tests of {', '.join(labs)} need it"
+    return (
+        f'"""Placeholder written in place of {name}."""\n\n'
+        f"raise ImportError({message!r})\n"
+    ).encode("utf-8")
 
 
 class ImplError(ValueError):
@@ -93,11 +95,9 @@ def build_package(course: Course, lab_folder: Path, into: Path) -> tuple[Path, t
             shutil.copyfile(source, target)
         else:
             missing.append(name)
-            labs = ", ".join(lab.id for lab in course.labs_for_file(name))
-            target.write_text(
-                _MISSING_TEMPLATE.format(name=name, where=str(lab_folder), labs=labs),
-                encoding="utf-8",
-            )
+            labs = [lab.id for lab in course.labs_for_file(name)]
+            reason = f"the submission has no {name} (looked in {lab_folder}); add the file"
+            target.write_bytes(placeholder(name, labs, reason))
     return package_dir, tuple(missing)
 
 
