@@ -177,7 +177,7 @@ def check_course_tests(course: Course) -> list[str]:
     """The self-checks written as pytest tests under tests/course (paths, README, notebooks...)."""
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "tests/course", "-m", "course",
-         "--impl=reference", "-p", "no:cacheprovider"],
+         "--impl=reference"],
         cwd=course.root, capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )
     if done.returncode != 0:

@@ -73,7 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--impl",
         action="store",
-        default=os.environ.get("MINITUNER_IMPL", overlay.LEARNER),
+        default=overlay.LEARNER,
         metavar="WHICH",
         help="code under test: 'learner' (src/minituner, the default), 'reference' "
         "(solutions/), or a PATH holding a submission's lab files",

@@ -66,7 +66,6 @@ def run_pytest(
             command.append(f"--impl={impl}")
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-        child_env.pop("MINITUNER_IMPL", None)
         process = subprocess.Popen(
             command,
             cwd=root,

@@ -53,13 +53,13 @@ def collect(course: Course, run: Run) -> list[LabStatus]:
                 total=sum(o.outcome != "skipped" for o in mine),
                 readings=tuple(read_notes(lab, course.root / lab.notes)),
                 points=score.points if score else 0.0,
-                first_failure=_most_common_step(failures),
+                first_failure=_earliest_step(failures),
             )
         )
     return out
 
 
-def _most_common_step(failures: list[Outcome]) -> Outcome | None:
+def _earliest_step(failures: list[Outcome]) -> Outcome | None:
     """The failure that names the earliest lab step the learner has not done yet."""
     if not failures:
         return None

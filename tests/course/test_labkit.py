@@ -3,7 +3,6 @@ parsing and status. Each test builds a small course of its own in a temporary fo
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -202,10 +201,9 @@ def test_impl_path_without_lab_files_is_a_one_line_error(tmp_path: Path) -> None
 
 
 def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MINITUNER_IMPL"}
     return subprocess.run(
         [sys.executable, "-m", "pytest", *args], cwd=ROOT, capture_output=True, text=True,
-        env=env, stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
     )
 
 
